@@ -50,9 +50,33 @@ function malformed(message: string): ProtocolError {
   return new ProtocolError(ErrorCode.FRAME_MALFORMED, message);
 }
 
+/**
+ * Cuts an OPEN_FAIL reason to the wire limit on a character boundary, so a long
+ * backend message never makes the peer see a malformed frame.
+ */
+export function clampReason(reason: string): string {
+  if (Buffer.byteLength(reason, 'utf8') <= MAX_OPEN_FAIL_REASON_BYTES) return reason;
+  let cut = reason.slice(0, MAX_OPEN_FAIL_REASON_BYTES);
+  while (Buffer.byteLength(cut, 'utf8') > MAX_OPEN_FAIL_REASON_BYTES) cut = cut.slice(0, -1);
+  return cut;
+}
+
 /** Bytes a frame occupies on the wire, header included. */
 export function encodedFrameLength(frame: Frame): number {
   return FRAME_HEADER_BYTES + payloadLength(frame);
+}
+
+/** Our own bugs must fail here, not as a protocol error at the peer. */
+function assertEncodable(frame: Frame): void {
+  if ((frame.type === 'PING' || frame.type === 'PONG') && frame.opaque.length !== PING_PAYLOAD_BYTES) {
+    throw new RangeError(`${frame.type} opaque must be ${PING_PAYLOAD_BYTES} bytes`);
+  }
+  if (frame.type === 'OPEN_FAIL' && Buffer.byteLength(frame.reason, 'utf8') > MAX_OPEN_FAIL_REASON_BYTES) {
+    throw new RangeError('OPEN_FAIL reason too long; use clampReason()');
+  }
+  if (frame.type === 'WINDOW' && !(Number.isSafeInteger(frame.consumed) && frame.consumed >= 0)) {
+    throw new RangeError(`WINDOW offset ${frame.consumed} is not a non-negative safe integer`);
+  }
 }
 
 function payloadLength(frame: Frame): number {
@@ -85,6 +109,7 @@ function payloadLength(frame: Frame): number {
  * assembled from many frames with one allocation.
  */
 export function writeFrame(frame: Frame, target: Buffer, offset: number): number {
+  assertEncodable(frame);
   const length = payloadLength(frame);
   target[offset] = FrameType[frame.type];
   target.writeUInt32BE(frame.streamId, offset + 1);

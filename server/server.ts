@@ -1,0 +1,289 @@
+/**
+ * The server reflector's lifecycle: start the gateway, run each connection
+ * through the authenticator into a session, reload the registry, drain, close.
+ *
+ *   running ──drain()──> draining ──(streams done or drainTimeout)──> closed
+ *      └────────────────────────close()──────────────────────────────────┘
+ */
+import type WebSocket from 'ws';
+import { aeadBackend, type AeadBackend } from '../shared/aead.js';
+import { AEAD_TAG_BYTES, CloseCode, GoAwayCode, MAX_HANDSHAKE_MESSAGE_BYTES, ResetCode } from '../shared/constants.js';
+import type { Limits, ServerConfig } from '../shared/config-schema.js';
+import { ErrorCode, PolicyError, ReflectorError } from '../shared/errors.js';
+import { buildWelcome, KemKeyCache } from '../shared/handshake.js';
+import { loadPrivateKeyFile, type Identity } from '../shared/keys.js';
+import type { Logger } from '../shared/logger.js';
+import { RecordOpener, RecordSealer } from '../shared/record-layer.js';
+import { SecureSession } from '../shared/secure-session.js';
+import { authenticate } from './authenticator.js';
+import { Gateway, type ConnectionInfo } from './gateway.js';
+import { createHttpApp } from './http-app.js';
+import { ServiceRegistry, type AuthorizedClient } from './service-registry.js';
+import { serveStream } from './stream-bridge.js';
+
+export type ServerState = 'running' | 'draining' | 'closed';
+
+export interface SessionInfo {
+  id: string;
+  client: string;
+  thumbprint: string;
+  address: string;
+  since: Date;
+  streams: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+interface LiveSession {
+  id: string;
+  session: SecureSession;
+  client: AuthorizedClient;
+  address: string;
+  since: Date;
+}
+
+export class ReflectorServer {
+  private currentState: ServerState = 'running';
+  private registry: ServiceRegistry;
+  private readonly sessions = new Set<LiveSession>();
+  private readonly aead: AeadBackend;
+  private readonly kemKeys = new KemKeyCache();
+  private readonly gateway: Gateway;
+  private boundAddress: { host: string; port: number } | undefined;
+  private drained: Promise<void> | undefined;
+
+  private constructor(
+    private config: ServerConfig,
+    private readonly hostIdentity: Identity,
+    private readonly logger: Logger,
+  ) {
+    this.registry = new ServiceRegistry(config);
+    this.aead = aeadBackend(config.aead);
+    const app = createHttpApp({ ready: () => this.currentState === 'running', trustProxy: config.trustProxy });
+    this.gateway = new Gateway({
+      listen: config.listen,
+      ...(config.tls ? { tls: config.tls } : {}),
+      path: config.path,
+      maxPayloadBytes: Math.max(config.limits.maxRecordBytes + AEAD_TAG_BYTES, MAX_HANDSHAKE_MESSAGE_BYTES),
+      maxUnauthenticatedPerAddress: config.limits.maxUnauthenticatedPerAddress,
+      app,
+      accepting: () => this.currentState === 'running',
+      onConnection: (ws, info) => void this.handleConnection(ws, info),
+      logger,
+    });
+  }
+
+  static async start(config: ServerConfig, logger: Logger): Promise<ReflectorServer> {
+    const hostIdentity = await loadPrivateKeyFile(config.hostKey);
+    const server = new ReflectorServer(config, hostIdentity, logger);
+    server.boundAddress = await server.gateway.listen();
+    logger.info(
+      { event: 'server.listening', url: server.url, hostKey: hostIdentity.thumbprint },
+      `listening on ${server.url} (host key ${hostIdentity.thumbprint})`,
+    );
+    return server;
+  }
+
+  get state(): ServerState {
+    return this.currentState;
+  }
+  get address(): { host: string; port: number } {
+    if (!this.boundAddress) throw new Error('server not listening');
+    return this.boundAddress;
+  }
+  get url(): string {
+    const { host, port } = this.address;
+    const scheme = this.config.tls ? 'wss' : 'ws';
+    const printable = host.includes(':') ? `[${host}]` : host;
+    return `${scheme}://${printable}:${port}${this.config.path}`;
+  }
+  get hostKeyThumbprint(): string {
+    return this.hostIdentity.thumbprint;
+  }
+  get limits(): Limits {
+    return this.config.limits;
+  }
+
+  listSessions(): SessionInfo[] {
+    return [...this.sessions].map((live) => ({
+      id: live.id,
+      client: live.client.name,
+      thumbprint: live.client.thumbprint,
+      address: live.address,
+      since: live.since,
+      streams: live.session.mux.streamCount,
+      bytesIn: live.session.bytesOpened,
+      bytesOut: live.session.bytesSealed,
+    }));
+  }
+
+  /**
+   * Swaps in a new registry (clients and services). Sessions of a removed key
+   * close at once; streams to a service the client lost are reset.
+   */
+  reload(config: ServerConfig): void {
+    this.config = { ...this.config, services: config.services, clients: config.clients };
+    this.registry = new ServiceRegistry(this.config);
+    for (const live of this.sessions) {
+      const client = this.registry.client(live.client.thumbprint);
+      if (client === undefined) {
+        this.logger.warn(
+          { event: 'session.revoked', client: live.client.name, session: live.id },
+          `closing session of ${live.client.name}: its key was removed`,
+        );
+        live.session.close(
+          CloseCode.KEY_REVOKED,
+          new PolicyError(ErrorCode.KEY_REVOKED, `client key ${live.client.thumbprint} was removed by a reload`),
+        );
+        continue;
+      }
+      live.client = client;
+      for (const stream of [...live.session.mux.openStreams]) {
+        if (!this.registry.authorize(client.thumbprint, stream.service).allowed) {
+          this.logger.warn(
+            { event: 'stream.revoked', client: client.name, service: stream.service, stream: stream.id },
+            `resetting stream ${stream.id} of ${client.name}: service "${stream.service}" is no longer allowed`,
+          );
+          stream.reset(ResetCode.REVOKED);
+        }
+      }
+    }
+    this.logger.info(
+      { event: 'config.reloaded', clients: config.clients.length, services: Object.keys(config.services).length },
+      'configuration reloaded',
+    );
+  }
+
+  /** GOAWAY to every session, let open streams finish (up to drainTimeoutMs), then close. */
+  drain(): Promise<void> {
+    if (this.drained) return this.drained;
+    this.drained = this.runDrain();
+    return this.drained;
+  }
+
+  private async runDrain(): Promise<void> {
+    if (this.currentState === 'closed') return;
+    this.currentState = 'draining';
+    this.logger.info({ event: 'server.draining', sessions: this.sessions.size }, 'draining');
+    for (const live of this.sessions) live.session.goAway(GoAwayCode.DRAINING);
+    const deadline = Date.now() + this.config.limits.drainTimeoutMs;
+    while (Date.now() < deadline && [...this.sessions].some((live) => live.session.mux.streamCount > 0)) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await this.close();
+  }
+
+  /** Closes every session at once and stops listening. */
+  async close(): Promise<void> {
+    if (this.currentState === 'closed') return;
+    this.currentState = 'closed';
+    for (const live of this.sessions) live.session.close(CloseCode.GOING_AWAY);
+    await this.gateway.close();
+    this.gateway.destroyAll();
+    this.logger.info({ event: 'server.closed' }, 'server closed');
+  }
+
+  private async handleConnection(ws: WebSocket, info: ConnectionInfo): Promise<void> {
+    const log = this.logger.child({ address: info.address });
+    ws.on('error', (error) => log.warn({ event: 'ws.error', err: error.message }, `websocket error: ${error.message}`));
+    let authenticated;
+    try {
+      authenticated = await authenticate(ws, {
+        hostIdentity: this.hostIdentity,
+        kemKeys: this.kemKeys,
+        registry: () => this.registry,
+        timeoutMs: this.config.limits.handshakeTimeoutMs,
+      });
+    } catch (error) {
+      info.releaseUnauthenticated();
+      const failure = error instanceof ReflectorError ? error : undefined;
+      log.warn(
+        { event: 'auth.failure', code: failure?.code ?? ErrorCode.INTERNAL, reason: (error as Error).message },
+        `authentication failed: ${(error as Error).message}`,
+      );
+      closeSocket(ws, failure?.closeCode ?? CloseCode.INTERNAL_ERROR);
+      return;
+    }
+    info.releaseUnauthenticated();
+    const { client, keys } = authenticated;
+    if (this.currentState !== 'running') {
+      closeSocket(ws, CloseCode.GOING_AWAY);
+      return;
+    }
+    const sessionId = keys.sessionId.toString('base64url');
+    const clientSessions = [...this.sessions].filter((live) => live.client.thumbprint === client.thumbprint).length;
+    if (clientSessions >= this.config.limits.maxSessionsPerClient) {
+      log.warn(
+        { event: 'auth.limited', client: client.name, sessions: clientSessions },
+        `refused session of ${client.name}: ${clientSessions} sessions already open`,
+      );
+      closeSocket(ws, CloseCode.LIMIT_EXCEEDED);
+      return;
+    }
+
+    const { limits } = this.config;
+    const sessionLog = log.child({ client: client.name, session: sessionId });
+    const live: LiveSession = {
+      id: sessionId,
+      client,
+      address: info.address,
+      since: new Date(),
+      session: new SecureSession({
+        ws,
+        role: 'server',
+        sealer: new RecordSealer(this.aead, keys.s2c, limits.rekeyBytes),
+        opener: new RecordOpener(this.aead, keys.c2s, limits.rekeyBytes, limits.maxRecordBytes),
+        windowBytes: limits.windowBytes,
+        maxRecordBytes: limits.maxRecordBytes,
+        maxStreams: limits.maxStreamsPerSession,
+        pingIntervalMs: limits.pingIntervalMs,
+        idleTimeoutMs: limits.idleTimeoutMs,
+        onOpen: (stream) =>
+          serveStream(stream, {
+            registry: () => this.registry,
+            clientThumbprint: client.thumbprint,
+            clientName: live.client.name,
+            connectTimeoutMs: limits.backendConnectTimeoutMs,
+            draining: () => this.currentState !== 'running',
+            logger: sessionLog,
+          }),
+      }),
+    };
+    this.sessions.add(live);
+    live.session.on('close', (closeInfo) => {
+      this.sessions.delete(live);
+      sessionLog.info(
+        {
+          event: 'session.close',
+          code: closeInfo.code,
+          by: closeInfo.by,
+          ...(closeInfo.error ? { reason: closeInfo.error.message, errorCode: closeInfo.error.code } : {}),
+          durationMs: Date.now() - live.since.getTime(),
+        },
+        `session closed (${closeInfo.code}${closeInfo.error ? `: ${closeInfo.error.message}` : ''})`,
+      );
+    });
+    live.session.sendFrame({
+      type: 'WELCOME',
+      streamId: 0,
+      payload: buildWelcome(this.hostIdentity, keys, {
+        window: limits.windowBytes,
+        maxStreams: limits.maxStreamsPerSession,
+        maxRecord: limits.maxRecordBytes,
+        rekeyBytes: limits.rekeyBytes,
+        pingInterval: limits.pingIntervalMs,
+        services: this.registry.servicesFor(client.thumbprint),
+        ...(this.config.replica ? { replica: this.config.replica } : {}),
+      }),
+    });
+    live.session.mux.flush();
+    sessionLog.info(
+      { event: 'auth.success', thumbprint: client.thumbprint },
+      `client ${client.name} authenticated from ${info.address}`,
+    );
+  }
+}
+
+function closeSocket(ws: WebSocket, code: number): void {
+  if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(code);
+}

@@ -1,0 +1,241 @@
+/**
+ * One stream inside a session: its lifecycle, its two flow-control windows and
+ * the bytes waiting for credit. It knows nothing about sockets (see
+ * socket-bridge.ts) or records (see stream-mux.ts).
+ *
+ *            OPEN sent/received
+ *                  |
+ *               opening ──OPEN_FAIL / RST──────────────────┐
+ *                  | OPEN_OK                                 |
+ *                  v                                         |
+ *    ┌───────────open───────────┐                            |
+ *    | FIN sent                 | FIN received               |
+ *    v                          v                            |
+ * half-closed-local     half-closed-remote                   |
+ *    | FIN received             | FIN sent                   |
+ *    └─────────> closed <───────┴──── RST either way <────────┘
+ *
+ * Events: 'open' (OPEN_OK arrived), 'data' (Buffer), 'end' (peer sent FIN),
+ * 'drain' (write() may be called again), 'reset' (StreamError: RST, OPEN_FAIL
+ * or session loss), 'close' (the stream left the table; always last).
+ */
+import { EventEmitter } from 'node:events';
+import { ResetCode } from './constants.js';
+import { ErrorCode, ProtocolError, StreamError } from './errors.js';
+import { ReceiveWindow, SendWindow } from './flow-window.js';
+import { clampReason, type Frame } from './frames.js';
+
+export type StreamState = 'opening' | 'open' | 'half-closed-local' | 'half-closed-remote' | 'closed';
+/** How a closed stream ended: FIN both ways, a RST we sent, one we received (or OPEN_FAIL), or the session died. */
+export type StreamOutcome = 'fin' | 'reset-local' | 'reset-remote' | 'session-lost';
+
+/** What a stream needs from its session: a way to send frames and to leave the table. */
+export interface StreamHost {
+  sendFrame(frame: Frame): void;
+  /** True while the WebSocket has too much unsent data; DATA then waits. */
+  readonly congested: boolean;
+  /** Largest DATA payload that fits one record. */
+  readonly maxDataBytes: number;
+  streamClosed(stream: TunnelStream): void;
+}
+
+export class TunnelStream extends EventEmitter {
+  private currentState: StreamState = 'opening';
+  private readonly sendWindow: SendWindow;
+  private readonly receiveWindow: ReceiveWindow;
+  private readonly pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private finRequested = false;
+  private needsDrain = false;
+  private closeEmitted = false;
+  private endedHow: StreamOutcome | undefined;
+  readonly openedAt = Date.now();
+
+  constructor(
+    readonly id: number,
+    readonly service: string,
+    windowBytes: number,
+    private readonly host: StreamHost,
+  ) {
+    super();
+    this.sendWindow = new SendWindow(windowBytes);
+    this.receiveWindow = new ReceiveWindow(windowBytes);
+  }
+
+  get state(): StreamState {
+    return this.currentState;
+  }
+  /** Set once the stream is closed. */
+  get outcome(): StreamOutcome | undefined {
+    return this.endedHow;
+  }
+  get bytesSent(): number {
+    return this.sendWindow.sent;
+  }
+  get bytesReceived(): number {
+    return this.receiveWindow.received;
+  }
+  /** Bytes written but not yet sent for lack of credit or because the WebSocket is congested. */
+  get bufferedBytes(): number {
+    return this.pendingBytes;
+  }
+
+  /**
+   * Queues `data` for the peer. Returns false when the caller should stop
+   * writing until 'drain' (no credit, or the WebSocket is congested).
+   */
+  write(data: Buffer): boolean {
+    if (this.finRequested || this.currentState === 'closed' || this.currentState === 'half-closed-local') {
+      throw new StreamError(ErrorCode.STREAM_STATE, `write on stream ${this.id} after it was ended`);
+    }
+    if (data.length > 0) {
+      this.pending.push(data);
+      this.pendingBytes += data.length;
+    }
+    this.flush();
+    const accepted = this.pendingBytes === 0 && !this.host.congested;
+    if (!accepted) this.needsDrain = true;
+    return accepted;
+  }
+
+  /** Half-closes our direction once every queued byte has been sent. */
+  end(): void {
+    if (this.finRequested || this.currentState === 'closed') return;
+    this.finRequested = true;
+    this.flush();
+  }
+
+  /** Aborts the stream in both directions and tells the peer. */
+  reset(code: number = ResetCode.CANCEL): void {
+    if (this.currentState === 'closed') return;
+    this.host.sendFrame({ type: 'RST', streamId: this.id, code });
+    this.finish('reset-local');
+  }
+
+  /** The application took `n` received bytes with no back-pressure: return the credit. */
+  consumed(n: number): void {
+    if (this.currentState === 'closed') return;
+    this.receiveWindow.markConsumed(n);
+    const offset = this.receiveWindow.takeAdvertisement();
+    if (offset !== undefined) this.host.sendFrame({ type: 'WINDOW', streamId: this.id, consumed: offset });
+  }
+
+  /** Server side: the backend is connected. */
+  accept(): void {
+    this.expectState('opening', 'accept');
+    this.host.sendFrame({ type: 'OPEN_OK', streamId: this.id });
+    this.currentState = 'open';
+    this.flush();
+  }
+
+  /** Server side: the stream cannot be served. */
+  refuse(code: number, reason: string): void {
+    this.expectState('opening', 'refuse');
+    this.host.sendFrame({ type: 'OPEN_FAIL', streamId: this.id, code, reason: clampReason(reason) });
+    this.finish('reset-local');
+  }
+
+  /** The session ended underneath the stream. */
+  abort(error: StreamError): void {
+    if (this.currentState === 'closed') return;
+    this.emit('reset', error);
+    this.finish('session-lost');
+  }
+
+  /** Called by the mux when the WebSocket has room again. */
+  resumeAfterCongestion(): void {
+    this.flush();
+  }
+
+  /** Applies one frame addressed to this stream; throws ProtocolError on a frame illegal in this state. */
+  handleFrame(frame: Frame): void {
+    switch (frame.type) {
+      case 'OPEN_OK':
+        this.expectState('opening', 'OPEN_OK');
+        this.currentState = 'open';
+        this.emit('open');
+        this.flush();
+        return;
+      case 'OPEN_FAIL':
+        this.expectState('opening', 'OPEN_FAIL');
+        this.emit(
+          'reset',
+          new StreamError(ErrorCode.OPEN_FAILED, `service ${this.service}: ${frame.reason || 'refused'}`, frame.code),
+        );
+        this.finish('reset-remote');
+        return;
+      case 'DATA':
+        if (this.currentState !== 'open' && this.currentState !== 'half-closed-local') {
+          throw new ProtocolError(ErrorCode.STREAM_STATE, `DATA on stream ${this.id} in state ${this.currentState}`);
+        }
+        this.receiveWindow.receive(frame.data.length);
+        this.emit('data', frame.data);
+        return;
+      case 'WINDOW':
+        if (this.sendWindow.update(frame.consumed)) this.flush();
+        return;
+      case 'FIN':
+        if (this.currentState === 'open') this.currentState = 'half-closed-remote';
+        else if (this.currentState === 'half-closed-local') this.currentState = 'closed';
+        else throw new ProtocolError(ErrorCode.STREAM_STATE, `FIN on stream ${this.id} in state ${this.currentState}`);
+        this.emit('end');
+        if (this.currentState === 'closed') this.finish('fin');
+        return;
+      case 'RST':
+        this.emit('reset', new StreamError(ErrorCode.STREAM_RESET, `stream ${this.id} (${this.service}) reset by peer`, frame.code));
+        this.finish('reset-remote');
+        return;
+      default:
+        throw new ProtocolError(ErrorCode.FRAME_NOT_ALLOWED, `${frame.type} frame on a stream`);
+    }
+  }
+
+  private expectState(state: StreamState, what: string): void {
+    if (this.currentState !== state) {
+      throw new ProtocolError(ErrorCode.STREAM_STATE, `${what} on stream ${this.id} in state ${this.currentState}`);
+    }
+  }
+
+  /** Sends what credit and the WebSocket allow, then FIN if it was asked for. */
+  private flush(): void {
+    if (this.currentState !== 'open' && this.currentState !== 'half-closed-remote') return;
+    while (this.pending.length > 0 && !this.host.congested) {
+      const credit = this.sendWindow.available;
+      if (credit <= 0) break;
+      const head = this.pending[0]!;
+      const n = Math.min(head.length, credit, this.host.maxDataBytes);
+      const chunk = n === head.length ? head : head.subarray(0, n);
+      if (n === head.length) this.pending.shift();
+      else this.pending[0] = head.subarray(n);
+      this.pendingBytes -= n;
+      this.sendWindow.consume(n);
+      this.host.sendFrame({ type: 'DATA', streamId: this.id, data: chunk });
+    }
+    if (this.pendingBytes > 0) return;
+    if (this.finRequested) {
+      this.finRequested = false;
+      this.host.sendFrame({ type: 'FIN', streamId: this.id });
+      if (this.currentState === 'open') {
+        this.currentState = 'half-closed-local';
+      } else {
+        this.finish('fin');
+        return;
+      }
+    }
+    if (this.needsDrain && !this.host.congested && this.currentState !== 'half-closed-local') {
+      this.needsDrain = false;
+      this.emit('drain');
+    }
+  }
+
+  private finish(outcome: StreamOutcome): void {
+    this.endedHow ??= outcome;
+    this.currentState = 'closed';
+    this.pending.length = 0;
+    this.pendingBytes = 0;
+    if (this.closeEmitted) return;
+    this.closeEmitted = true;
+    this.host.streamClosed(this);
+    this.emit('close');
+  }
+}

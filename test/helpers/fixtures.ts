@@ -1,0 +1,183 @@
+/**
+ * In-process fixtures: keys in a temp dir, a TCP echo/sink backend, a server
+ * reflector and a client reflector on loopback ports picked at run time.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { connect, type ReflectorClient } from '../../client/index.js';
+import { createServer, type ReflectorServer } from '../../server/index.js';
+import { Defaults } from '../../shared/constants.js';
+import type { ClientOptions, ForwardSpec, Limits, ServerConfig, ServiceTarget } from '../../shared/config-schema.js';
+import { generateIdentity, writeIdentityFiles, type Identity } from '../../shared/keys.js';
+import { createLogger, silentLogger, type Logger } from '../../shared/logger.js';
+import type { AeadName } from '../../shared/aead.js';
+
+export interface KeySet {
+  dir: string;
+  host: Identity;
+  hostFile: string;
+  client: Identity;
+  clientFile: string;
+  cleanup: () => Promise<void>;
+}
+
+export async function makeKeys(): Promise<KeySet> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'reflector-test-'));
+  const host = await generateIdentity();
+  const client = await generateIdentity();
+  const hostFile = path.join(dir, 'host.jwk');
+  const clientFile = path.join(dir, 'client.jwk');
+  await writeIdentityFiles(hostFile, host);
+  await writeIdentityFiles(clientFile, client);
+  return { dir, host, hostFile, client, clientFile, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Logs to stderr when REFLECTOR_TEST_LOG is set (e.g. =debug), silent otherwise. */
+export function testLogger(): Logger {
+  const level = process.env.REFLECTOR_TEST_LOG;
+  return level ? createLogger({ level, format: 'json', destination: 'stderr' }) : silentLogger();
+}
+
+export function serverConfig(
+  keys: KeySet,
+  services: Record<string, ServiceTarget>,
+  overrides: { limits?: Partial<Limits>; allowed?: string[]; aead?: AeadName; replica?: string } = {},
+): ServerConfig {
+  return {
+    listen: { host: '127.0.0.1', port: 0 },
+    path: '/tunnel',
+    hostKey: keys.hostFile,
+    trustProxy: false,
+    aead: overrides.aead ?? 'node',
+    services,
+    clients: [{ name: 'tester', publicKey: keys.client, services: overrides.allowed ?? Object.keys(services) }],
+    limits: { ...Defaults, ...overrides.limits },
+    log: { level: 'silent', format: 'json' },
+    ...(overrides.replica ? { replica: overrides.replica } : {}),
+  };
+}
+
+export function clientOptions(
+  keys: KeySet,
+  server: ReflectorServer,
+  forwards: ForwardSpec[],
+  overrides: Partial<ClientOptions> = {},
+): ClientOptions {
+  return {
+    url: server.url,
+    identity: keys.clientFile,
+    serverKey: keys.host.thumbprint,
+    knownServers: path.join(keys.dir, 'known_servers'),
+    forwards,
+    aead: 'node',
+    reconnect: { initialDelayMs: 50, maxDelayMs: 500, maxAttempts: 0 },
+    headers: {},
+    log: { level: 'silent', format: 'json' },
+    ...overrides,
+  };
+}
+
+export async function startServer(config: ServerConfig): Promise<ReflectorServer> {
+  return createServer(config, { logger: testLogger() });
+}
+
+export async function startClient(options: ClientOptions): Promise<ReflectorClient> {
+  return connect(options, { logger: testLogger() });
+}
+
+/** Resolves once the client has a session (connect() may return while it retries). */
+export async function waitConnected(client: ReflectorClient, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (client.state !== 'connected') {
+    if (Date.now() > deadline) throw new Error(`client not connected after ${timeoutMs} ms (state ${client.state})`);
+    await sleep(20);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export interface Backend {
+  port: number;
+  target: ServiceTarget;
+  server: net.Server;
+  sockets: Set<net.Socket>;
+  close: () => Promise<void>;
+}
+
+/** A TCP server on 127.0.0.1 that runs `onSocket` for every connection (half-open allowed). */
+export async function startBackend(onSocket: (socket: net.Socket) => void): Promise<Backend> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    onSocket(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    target: { host: '127.0.0.1', port },
+    server,
+    sockets,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Echoes every byte back and half-closes when the peer does. */
+export function startEchoBackend(): Promise<Backend> {
+  return startBackend((socket) => socket.pipe(socket));
+}
+
+/** A port that nothing listens on (bound then released). */
+export async function unusedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export function connectLocal(port: number, host = '127.0.0.1'): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host, allowHalfOpen: true }, () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
+}
+
+export function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Reads everything until the peer's FIN; rejects on error or reset. */
+export function readAll(socket: net.Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.once('end', () => resolve(Buffer.concat(chunks)));
+    socket.once('error', reject);
+    socket.once('close', (hadError) => {
+      if (hadError) reject(new Error('socket closed with error'));
+    });
+  });
+}
+
+/** Resolves with how the socket ended: 'end' (FIN), 'reset' (error), or 'close'. */
+export function socketOutcome(socket: net.Socket): Promise<{ how: 'end' | 'error'; error?: NodeJS.ErrnoException }> {
+  return new Promise((resolve) => {
+    socket.once('error', (error: NodeJS.ErrnoException) => resolve({ how: 'error', error }));
+    socket.once('end', () => resolve({ how: 'end' }));
+    socket.resume();
+  });
+}
