@@ -18,6 +18,7 @@ import { SecureSession } from '../shared/secure-session.js';
 import { authenticate } from './authenticator.js';
 import { Gateway, type ConnectionInfo } from './gateway.js';
 import { createHttpApp } from './http-app.js';
+import { ServerEvents } from './server-events.js';
 import { ServiceRegistry, type AuthorizedClient } from './service-registry.js';
 import { serveStream } from './stream-bridge.js';
 
@@ -51,6 +52,8 @@ export class ReflectorServer {
   private readonly gateway: Gateway;
   private boundAddress: { host: string; port: number } | undefined;
   private drained: Promise<void> | undefined;
+  /** Mirrors the audit log as typed events (metrics, admin page, tests). */
+  readonly events = new ServerEvents();
 
   private constructor(
     private config: ServerConfig,
@@ -185,6 +188,7 @@ export class ReflectorServer {
 
   private async handleConnection(ws: WebSocket, info: ConnectionInfo): Promise<void> {
     const log = this.logger.child({ address: info.address });
+    const connectedAt = Date.now();
     ws.on('error', (error) => log.warn({ event: 'ws.error', err: error.message }, `websocket error: ${error.message}`));
     let authenticated;
     try {
@@ -201,6 +205,11 @@ export class ReflectorServer {
         { event: 'auth.failure', code: failure?.code ?? ErrorCode.INTERNAL, reason: (error as Error).message },
         `authentication failed: ${(error as Error).message}`,
       );
+      this.events.emit('auth.failure', {
+        address: info.address,
+        code: failure?.code ?? ErrorCode.INTERNAL,
+        reason: (error as Error).message,
+      });
       closeSocket(ws, failure?.closeCode ?? CloseCode.INTERNAL_ERROR);
       return;
     }
@@ -243,6 +252,8 @@ export class ReflectorServer {
             registry: () => this.registry,
             clientThumbprint: client.thumbprint,
             clientName: live.client.name,
+            sessionId,
+            events: this.events,
             connectTimeoutMs: limits.backendConnectTimeoutMs,
             draining: () => this.currentState !== 'running',
             logger: sessionLog,
@@ -262,6 +273,13 @@ export class ReflectorServer {
         },
         `session closed (${closeInfo.code}${closeInfo.error ? `: ${closeInfo.error.message}` : ''})`,
       );
+      this.events.emit('session.close', {
+        id: sessionId,
+        client: live.client.name,
+        code: closeInfo.code,
+        durationMs: Date.now() - live.since.getTime(),
+        ...(closeInfo.error ? { errorCode: closeInfo.error.code } : {}),
+      });
     });
     live.session.sendFrame({
       type: 'WELCOME',
@@ -281,6 +299,13 @@ export class ReflectorServer {
       { event: 'auth.success', thumbprint: client.thumbprint },
       `client ${client.name} authenticated from ${info.address}`,
     );
+    this.events.emit('auth.success', {
+      client: client.name,
+      thumbprint: client.thumbprint,
+      address: info.address,
+      durationMs: Date.now() - connectedAt,
+    });
+    this.events.emit('session.open', { id: sessionId, client: client.name, address: info.address });
   }
 }
 

@@ -6,18 +6,20 @@
 import net from 'node:net';
 import { OpenFailCode, ResetCode } from '../shared/constants.js';
 import type { Logger } from '../shared/logger.js';
-import { bridge, socketEndpoint, type BridgeSummary } from '../shared/socket-bridge.js';
+import { bridge, socketEndpoint } from '../shared/socket-bridge.js';
 import type { TunnelStream } from '../shared/tunnel-stream.js';
+import type { ServerEvents, StreamRefusalReason } from './server-events.js';
 import type { ServiceRegistry } from './service-registry.js';
 
 export interface StreamContext {
   registry: () => ServiceRegistry;
   clientThumbprint: string;
   clientName: string;
+  sessionId: string;
   connectTimeoutMs: number;
   draining: () => boolean;
   logger: Logger;
-  onClosed?: (summary: BridgeSummary) => void;
+  events: ServerEvents;
 }
 
 const refusalText: Record<string, string> = {
@@ -28,9 +30,14 @@ const refusalText: Record<string, string> = {
 
 export function serveStream(stream: TunnelStream, context: StreamContext): void {
   const log = context.logger.child({ stream: stream.id, service: stream.service });
+  const { events } = context;
+  const refused = (reason: StreamRefusalReason): void => {
+    events.emit('stream.refused', { session: context.sessionId, client: context.clientName, service: stream.service, reason });
+  };
   if (context.draining()) {
     stream.refuse(OpenFailCode.DRAINING, 'the server is shutting down');
     log.info({ event: 'stream.refused', reason: 'draining' }, 'stream refused: server draining');
+    refused('draining');
     return;
   }
   const decision = context.registry().authorize(context.clientThumbprint, stream.service);
@@ -40,6 +47,7 @@ export function serveStream(stream: TunnelStream, context: StreamContext): void 
       { event: 'stream.refused', reason: decision.reason, client: context.clientName },
       `stream refused: service "${stream.service}" ${refusalText[decision.reason]}`,
     );
+    refused(decision.reason);
     return;
   }
 
@@ -48,13 +56,14 @@ export function serveStream(stream: TunnelStream, context: StreamContext): void 
   let connected = false;
   const timer = setTimeout(() => {
     socket.destroy();
-    refuse(OpenFailCode.BACKEND_UNREACHABLE, 'the backend did not answer in time', 'timeout');
+    refuse(OpenFailCode.BACKEND_UNREACHABLE, 'the backend did not answer in time', 'timeout', 'timeout');
   }, context.connectTimeoutMs);
 
-  const refuse = (code: number, reason: string, cause: string): void => {
+  const refuse = (code: number, reason: string, cause: string, kind: StreamRefusalReason): void => {
     clearTimeout(timer);
     if (stream.state !== 'opening') return; // the session ended while we were connecting
     stream.refuse(code, reason);
+    refused(kind);
     log.warn(
       { event: 'stream.refused', reason: cause, backend: `${host}:${port}` },
       `stream refused: backend ${host}:${port} for "${stream.service}": ${cause}`,
@@ -70,6 +79,12 @@ export function serveStream(stream: TunnelStream, context: StreamContext): void 
     }
     stream.accept();
     log.info({ event: 'stream.open', client: context.clientName, backend: `${host}:${port}` }, 'stream open');
+    events.emit('stream.open', {
+      session: context.sessionId,
+      client: context.clientName,
+      service: stream.service,
+      latencyMs: Date.now() - stream.openedAt,
+    });
     bridge(stream, socketEndpoint(socket), {
       localFailureCode: ResetCode.BACKEND_RESET,
       onClose: (summary) => {
@@ -84,17 +99,26 @@ export function serveStream(stream: TunnelStream, context: StreamContext): void 
           },
           'stream closed',
         );
-        context.onClosed?.(summary);
+        events.emit('stream.close', {
+          session: context.sessionId,
+          client: context.clientName,
+          service: stream.service,
+          bytesToBackend: summary.bytesIn,
+          bytesFromBackend: summary.bytesOut,
+          durationMs: summary.durationMs,
+          outcome: summary.outcome,
+        });
       },
     });
   });
   socket.once('error', (error: NodeJS.ErrnoException) => {
     if (connected) return; // the bridge owns errors after connect
-    const refused = error.code === 'ECONNREFUSED';
+    const wasRefused = error.code === 'ECONNREFUSED';
     refuse(
-      refused ? OpenFailCode.BACKEND_REFUSED : OpenFailCode.BACKEND_UNREACHABLE,
-      refused ? 'the backend refused the connection' : 'the backend is unreachable',
+      wasRefused ? OpenFailCode.BACKEND_REFUSED : OpenFailCode.BACKEND_UNREACHABLE,
+      wasRefused ? 'the backend refused the connection' : 'the backend is unreachable',
       error.code ?? error.message,
+      wasRefused ? 'refused' : 'unreachable',
     );
   });
   stream.once('close', () => {
