@@ -17,6 +17,7 @@
  */
 import { createHash, hkdfSync } from 'node:crypto';
 import { AEAD_KEY_BYTES, Label } from './constants.js';
+import { ErrorCode, ReflectorError } from './errors.js';
 
 export const SESSION_ID_BYTES = 16;
 export const SHARED_SECRET_BYTES = 32;
@@ -47,7 +48,8 @@ export function deriveSessionKeys(
 ): SessionKeys {
   // Both halves have a fixed length, so their concatenation is unambiguous.
   if (x25519Secret.length !== SHARED_SECRET_BYTES || mlkemSecret.length !== SHARED_SECRET_BYTES) {
-    throw new RangeError(
+    throw new ReflectorError(
+      ErrorCode.INTERNAL,
       `shared secrets must be ${SHARED_SECRET_BYTES} bytes each (got X25519 ${x25519Secret.length}, ML-KEM ${mlkemSecret.length})`,
     );
   }

@@ -116,7 +116,8 @@ function jwkObject(value: unknown, where: string): Record<string, unknown> {
   let parsed = value;
   if (typeof value === 'string' || Buffer.isBuffer(value)) {
     try {
-      parsed = JSON.parse(value.toString());
+      // Some editors start UTF-8 files with a byte-order mark; JSON.parse does not skip it.
+      parsed = JSON.parse(value.toString().replace(/^\uFEFF/, ''));
     } catch (error) {
       throw keyError(where, 'not valid JSON', error);
     }
