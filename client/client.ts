@@ -18,7 +18,7 @@ import type { Logger } from '../shared/logger.js';
 import type { SecureSession } from '../shared/secure-session.js';
 import { bridge, socketEndpoint } from '../shared/socket-bridge.js';
 import type { TunnelStream } from '../shared/tunnel-stream.js';
-import { checkKnownServer, checkPinnedServer } from './known-servers.js';
+import { checkKnownServer, checkPinnedServer, verifyKnownServer } from './known-servers.js';
 import { LocalListeners, type BoundListener } from './listeners.js';
 import { Backoff } from './reconnect.js';
 import { ConnectError, establishSession, isFatal, type EstablishedSession } from './session.js';
@@ -142,8 +142,9 @@ export class ReflectorClient {
         headers: this.options.headers,
         aead: this.options.aead,
         handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
-        checkServerKey: (thumbprint) => {
+        checkServerKey: async (thumbprint) => {
           if (this.options.serverKey) checkPinnedServer(this.options.serverKey, thumbprint, this.hostPort);
+          else await verifyKnownServer(this.options.knownServers, this.hostPort, thumbprint);
         },
         confirmServerKey: async (thumbprint) => {
           if (this.options.serverKey) return;

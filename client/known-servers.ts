@@ -64,14 +64,18 @@ function checkArguments(hostPort: string, thumbprint: string): void {
 }
 
 /**
- * Trust on first use. Returns 'known' if `file` records this server with this
- * thumbprint, 'added' after recording a server seen for the first time, and
- * throws IdentityError(SERVER_KEY_MISMATCH) if it records another key.
+ * Read-only check, made at `hello` before anything is sent to the server:
+ * 'known' if the file lists this key for the host, 'unknown' if it lists no
+ * key for the host; a different key throws IdentityError(SERVER_KEY_MISMATCH).
  */
-export async function checkKnownServer(file: string, hostPort: string, thumbprint: string): Promise<'known' | 'added'> {
+export async function verifyKnownServer(file: string, hostPort: string, thumbprint: string): Promise<'known' | 'unknown'> {
   checkArguments(hostPort, thumbprint);
-  const wanted = normalizeHostPort(hostPort);
   const text = await readKnownServers(file);
+  return matchKnownServer(text, file, hostPort, thumbprint);
+}
+
+function matchKnownServer(text: string | undefined, file: string, hostPort: string, thumbprint: string): 'known' | 'unknown' {
+  const wanted = normalizeHostPort(hostPort);
   const entries = text === undefined ? [] : parseKnownServers(text, file).filter((e) => e.hostPort === wanted);
   // As ssh does, any matching line is enough; a host may legitimately be listed twice during a key rollover.
   if (entries.some((e) => e.thumbprint === thumbprint)) return 'known';
@@ -86,7 +90,19 @@ export async function checkKnownServer(file: string, hostPort: string, thumbprin
         `${recorded.lineNumber} from ${file}, and connect again to record the new key.`,
     );
   }
-  await appendKnownServer(file, text, `${wanted} ${thumbprint}\n`);
+  return 'unknown';
+}
+
+/**
+ * Trust on first use, once the server proved it holds the key (its WELCOME
+ * verified): records an unknown host and returns 'added'; 'known' if listed;
+ * a different recorded key throws IdentityError(SERVER_KEY_MISMATCH).
+ */
+export async function checkKnownServer(file: string, hostPort: string, thumbprint: string): Promise<'known' | 'added'> {
+  checkArguments(hostPort, thumbprint);
+  const text = await readKnownServers(file);
+  if (matchKnownServer(text, file, hostPort, thumbprint) === 'known') return 'known';
+  await appendKnownServer(file, text, `${normalizeHostPort(hostPort)} ${thumbprint}\n`);
   return 'added';
 }
 

@@ -31,7 +31,7 @@ export interface SessionAttemptOptions {
   aead: AeadName;
   handshakeTimeoutMs: number;
   /** Called with the server's host-key thumbprint from hello, before anything is sent. */
-  checkServerKey: (thumbprint: string) => void;
+  checkServerKey: (thumbprint: string) => Promise<void>;
   /** Called once WELCOME proved the server holds that key (trust on first use records it here). */
   confirmServerKey: (thumbprint: string) => Promise<void>;
 }
@@ -125,7 +125,7 @@ export function establishSession(options: SessionAttemptOptions): Promise<Establ
 
     const onHello = async (text: string): Promise<void> => {
       hello = await parseHello(text);
-      options.checkServerKey(hello.hostKey.thumbprint);
+      await options.checkServerKey(hello.hostKey.thumbprint);
       const answer = await respondToHello(hello, text, options.identity);
       keys = answer.keys;
       const backend = aeadBackend(options.aead);

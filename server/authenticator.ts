@@ -27,8 +27,20 @@ export interface Authenticated {
 export async function authenticate(ws: WebSocket, options: AuthenticatorOptions): Promise<Authenticated> {
   const handshake = startServerHandshake(options.hostIdentity, options.kemKeys.current());
   const authText = await receiveAuth(ws, handshake.helloText, options.timeoutMs);
+  // The client must wait for WELCOME; anything it sends while we verify is a protocol error, not lost input.
+  let early = false;
+  const onEarlyMessage = (): void => {
+    early = true;
+  };
+  ws.on('message', onEarlyMessage);
   const registry = options.registry();
-  const result = await finishServerHandshake(handshake, authText, (thumbprint) => registry.client(thumbprint)?.publicKey);
+  let result;
+  try {
+    result = await finishServerHandshake(handshake, authText, (thumbprint) => registry.client(thumbprint)?.publicKey);
+  } finally {
+    ws.off('message', onEarlyMessage);
+  }
+  if (early) throw new ProtocolError(ErrorCode.HANDSHAKE_MALFORMED, 'message received before WELCOME was sent');
   // Looked up again: a reload may have removed the key while we verified.
   const client = options.registry().client(result.clientThumbprint);
   if (client === undefined) {

@@ -84,6 +84,9 @@ export class StreamMux implements StreamHost {
       this.receiveOpen(frame.streamId, frame.service);
       return;
     }
+    if ((frame.type === 'OPEN_OK' || frame.type === 'OPEN_FAIL') && this.options.role !== 'client') {
+      throw new ProtocolError(ErrorCode.FRAME_NOT_ALLOWED, `${frame.type} sent by the client`);
+    }
     const stream = this.streams.get(frame.streamId);
     if (stream !== undefined) {
       stream.handleFrame(frame);
