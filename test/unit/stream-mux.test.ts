@@ -138,6 +138,17 @@ describe('StreamMux (server)', () => {
     assert.deepEqual(frames, [{ type: 'OPEN_FAIL', streamId: 3, code: OpenFailCode.STREAM_LIMIT, reason: 'at most 2 streams per session' }]);
   });
 
+  for (const frame of [
+    { type: 'OPEN_OK', streamId: 1 },
+    { type: 'OPEN_FAIL', streamId: 1, code: 1, reason: 'x' },
+  ] as Frame[]) {
+    it(`throws FRAME_NOT_ALLOWED for ${frame.type} sent by the client`, () => {
+      const { mux } = makeMux('server');
+      mux.receiveRecord(record({ type: 'OPEN', streamId: 1, service: 'smtp' }));
+      assert.throws(() => mux.receiveRecord(record(frame)), protocolError(ErrorCode.FRAME_NOT_ALLOWED));
+    });
+  }
+
   it('throws STREAM_STATE for DATA while the stream is still opening', () => {
     const { mux } = makeMux('server');
     mux.receiveRecord(record({ type: 'OPEN', streamId: 1, service: 'smtp' }));
