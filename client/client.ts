@@ -18,10 +18,13 @@ import type { Logger } from '../shared/logger.js';
 import type { SecureSession } from '../shared/secure-session.js';
 import { bridge, socketEndpoint } from '../shared/socket-bridge.js';
 import type { TunnelStream } from '../shared/tunnel-stream.js';
+import { dialOptionsFor } from './dialer.js';
 import { checkKnownServer, checkPinnedServer, verifyKnownServer } from './known-servers.js';
 import { LocalListeners, type BoundListener } from './listeners.js';
 import { Backoff } from './reconnect.js';
 import { ConnectError, establishSession, isFatal, type EstablishedSession } from './session.js';
+import { resumeProof } from '../shared/resume.js';
+import type { FrameOf } from '../shared/frames.js';
 
 export type ClientState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
@@ -42,6 +45,9 @@ export class ReflectorClient {
   readonly events = new EventEmitter();
   private currentState: ClientState = 'connecting';
   private current: EstablishedSession | undefined;
+  /** A session whose connection dropped, waiting to be resumed over the next one. */
+  private suspended: EstablishedSession | undefined;
+  private suspendTimer: NodeJS.Timeout | undefined;
   private readonly draining = new Set<SecureSession>();
   private readonly listenersOwner = new LocalListeners();
   private readonly waiting = new Set<(session: EstablishedSession | undefined) => void>();
@@ -139,9 +145,13 @@ export class ReflectorClient {
       const established = await establishSession({
         url: this.options.url,
         identity: this.identity,
-        headers: this.options.headers,
+        // Behind several replicas, nginx routes a resume back to the one holding the session.
+        headers: this.suspended?.welcome.replica
+          ? { ...this.options.headers, 'x-reflector-replica': this.suspended.welcome.replica }
+          : this.options.headers,
         aead: this.options.aead,
         handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+        dial: dialOptionsFor(this.options, (message) => this.logger.warn({ event: 'tls.insecure', url: this.options.url }, message)),
         checkServerKey: async (thumbprint) => {
           if (this.options.serverKey) checkPinnedServer(this.options.serverKey, thumbprint, this.hostPort);
           else await verifyKnownServer(this.options.knownServers, this.hostPort, thumbprint);
@@ -161,6 +171,8 @@ export class ReflectorClient {
         established.session.close(1000);
         return undefined;
       }
+      if (this.suspended !== undefined) return await this.resumeOver(established);
+      this.watch(established);
       this.adopt(established);
       return undefined;
     } catch (error) {
@@ -173,36 +185,128 @@ export class ReflectorClient {
     }
   }
 
-  private adopt(established: EstablishedSession): void {
-    this.backoff.reset();
-    this.current = established;
-    this.lastError = undefined;
-    const { session, serverKey } = established;
-    this.logger.info(
-      { event: 'session.open', url: this.options.url, serverKey, services: established.welcome.services },
-      `connected to ${this.options.url} (server key ${serverKey})`,
+  /**
+   * Asks the server to continue the suspended session over the connection just
+   * established. On RESUME_OK the old session takes the connection over and its
+   * streams carry on; on RESUME_FAIL its streams are reset and the fresh
+   * session is used instead. Returns an error only if the fresh connection died.
+   */
+  private async resumeOver(fresh: EstablishedSession): Promise<ReflectorError | undefined> {
+    const old = this.suspended!;
+    const { session } = fresh;
+    const outcome = await new Promise<{ ok: true } | { ok: false; why: string } | undefined>(
+      (resolve) => {
+        const done = (value: Parameters<typeof resolve>[0]): void => {
+          clearTimeout(timer);
+          session.removeAllListeners('resume-ok');
+          session.removeAllListeners('resume-fail');
+          session.off('close', onClose);
+          resolve(value);
+        };
+        const onClose = (): void => done(undefined);
+        const timer = setTimeout(() => {
+          session.close(1000);
+          done(undefined);
+        }, HANDSHAKE_TIMEOUT_MS);
+        // Runs synchronously while the RESUME_OK record is handled, so the very
+        // next record already reaches the old session.
+        session.once('resume-ok', (frame: FrameOf<'RESUME_OK'>) => {
+          old.session.attach(session.detachTransport());
+          // Before any later record: DATA carries no offset, so the rewind must precede new bytes.
+          try {
+            old.session.mux.reconcile(frame.streams);
+          } catch (error) {
+            old.session.fail(error);
+          }
+          done({ ok: true });
+        });
+        session.once('resume-fail', (frame: FrameOf<'RESUME_FAIL'>) => done({ ok: false, why: frame.reason || `code ${frame.code}` }));
+        session.once('close', onClose);
+        session.sendFrame({
+          type: 'RESUME',
+          streamId: 0,
+          sessionId: old.session.sessionId,
+          proof: resumeProof(old.session.resumptionSecret, old.session.sessionId, session.transcript),
+          streams: old.session.mux.resumeEntries(),
+        });
+        session.mux.flush();
+      },
     );
-    session.once('goaway', () => {
+    if (outcome === undefined) return new ConnectError(`${this.options.url}: the connection closed while resuming`);
+    this.clearSuspended();
+    if (outcome.ok) {
+      this.logger.info(
+        { event: 'session.resumed', streams: old.session.mux.streamCount },
+        `resumed the session with ${old.session.mux.streamCount} streams`,
+      );
+      this.adopt({ ...old, welcome: fresh.welcome });
+      return undefined;
+    }
+    this.logger.warn({ event: 'session.resume.refused', reason: outcome.why }, `could not resume the session (${outcome.why}); its streams are reset`);
+    old.session.expire();
+    this.watch(fresh);
+    this.adopt(fresh);
+    return undefined;
+  }
+
+  private clearSuspended(): void {
+    clearTimeout(this.suspendTimer);
+    this.suspended = undefined;
+  }
+
+  /** Follows one session's life once, whatever connections it goes through. */
+  private watch(established: EstablishedSession): void {
+    const { session } = established;
+    session.on('suspend', (info: { code: number; error?: ReflectorError }) => {
+      if (this.current?.session !== session) return;
+      this.current = undefined;
+      this.suspended = established;
+      const windowMs = established.welcome.resume;
+      this.lastError = info.error?.message ?? `connection lost (code ${info.code})`;
+      this.logger.warn(
+        { event: 'session.suspend', code: info.code, streams: session.mux.streamCount },
+        `connection lost (${this.lastError}); keeping ${session.mux.streamCount} streams for up to ${windowMs} ms`,
+      );
+      this.suspendTimer = setTimeout(() => {
+        if (this.suspended !== established) return;
+        this.clearSuspended();
+        session.expire();
+      }, windowMs);
+      this.suspendTimer.unref();
+      this.wakeRetry?.('lost');
+    });
+    session.on('goaway', () => {
       this.logger.info({ event: 'session.goaway' }, 'server is draining: new streams will use a new session');
       this.retire(established);
       this.wakeRetry?.('goaway');
     });
     session.once('close', (info: { code: number; error?: ReflectorError }) => {
       this.draining.delete(session);
-      if (this.current === established) {
+      if (this.current?.session === session) {
         this.current = undefined;
         this.lastError = info.error?.message ?? `session closed (code ${info.code})`;
         this.logger.warn({ event: 'session.lost', code: info.code }, `session lost: ${this.lastError}`);
         this.wakeRetry?.('lost');
       }
     });
+  }
+
+  private adopt(established: EstablishedSession): void {
+    this.backoff.reset();
+    this.current = established;
+    this.lastError = undefined;
+    const { serverKey } = established;
+    this.logger.info(
+      { event: 'session.open', url: this.options.url, serverKey, services: established.welcome.services },
+      `connected to ${this.options.url} (server key ${serverKey})`,
+    );
     this.setState('connected');
     for (const wake of [...this.waiting]) wake(established);
   }
 
   /** Moves a GOAWAY'd session aside: its streams finish, then it closes. */
   private retire(established: EstablishedSession): void {
-    if (this.current !== established) return;
+    if (this.current?.session !== established.session) return;
     this.current = undefined;
     const { session } = established;
     this.draining.add(session);
@@ -316,6 +420,8 @@ export class ReflectorClient {
     for (const wake of [...this.waiting]) wake(undefined);
     this.current?.session.close(1000);
     this.current = undefined;
+    this.suspended?.session.close(1000);
+    this.clearSuspended();
     for (const session of this.draining) session.close(1000);
     await this.listenersOwner.close();
     if (fatal) {

@@ -23,6 +23,10 @@ import { parseHello, respondToHello, verifyWelcome, type Hello, type WelcomeBody
 import type { Identity } from '../shared/keys.js';
 import { RecordOpener, RecordSealer } from '../shared/record-layer.js';
 import { SecureSession } from '../shared/secure-session.js';
+import { ConnectError, ProxyAuthError } from './connect-error.js';
+import { createConnectionFor, type DialOptions } from './dialer.js';
+
+export { ConnectError, ProxyAuthError };
 
 export interface SessionAttemptOptions {
   url: string;
@@ -34,6 +38,8 @@ export interface SessionAttemptOptions {
   checkServerKey: (thumbprint: string) => Promise<void>;
   /** Called once WELCOME proved the server holds that key (trust on first use records it here). */
   confirmServerKey: (thumbprint: string) => Promise<void>;
+  /** Proxy, TLS trust and warnings for reaching the server (dialer.ts); default: direct, default trust store. */
+  dial?: Omit<DialOptions, 'timeoutMs'>;
 }
 
 export interface EstablishedSession {
@@ -47,14 +53,9 @@ export function isFatal(error: unknown): boolean {
   return (
     error instanceof IdentityError ||
     error instanceof AuthError ||
+    error instanceof ProxyAuthError ||
     (error instanceof ReflectorError && error.code === ErrorCode.HANDSHAKE_VERSION)
   );
-}
-
-export class ConnectError extends ReflectorError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(ErrorCode.CONNECT_FAILED, message, options);
-  }
 }
 
 /** What a close code received during the handshake means for this attempt. */
@@ -81,6 +82,8 @@ export function establishSession(options: SessionAttemptOptions): Promise<Establ
       maxPayload: PROTOCOL_MAX_RECORD_BYTES + AEAD_TAG_BYTES,
       headers: options.headers,
       handshakeTimeout: options.handshakeTimeoutMs,
+      // The dialer connects (directly or through a proxy) and finishes TLS before ws sends the upgrade.
+      createConnection: createConnectionFor(url, { ...options.dial, timeoutMs: options.handshakeTimeoutMs }) as unknown as WebSocket.ClientOptions['createConnection'],
     });
     let settled = false;
     let phase: 'dial' | 'hello' | 'welcome' = 'dial';
@@ -101,6 +104,8 @@ export function establishSession(options: SessionAttemptOptions): Promise<Establ
     };
 
     ws.on('error', (error: NodeJS.ErrnoException) => {
+      // The dialer's errors (proxy, TLS, --ca) are already one sentence.
+      if (error instanceof ReflectorError) return fail(error);
       fail(new ConnectError(`${url}: ${describeNetworkError(error)}`, { cause: error }));
     });
     ws.on('unexpected-response', (_req, res) => {
@@ -153,10 +158,16 @@ export function establishSession(options: SessionAttemptOptions): Promise<Establ
       ws.removeAllListeners('message');
       ws.removeAllListeners('unexpected-response');
       const session = new SecureSession({
-        ws,
+        transport: {
+          ws,
+          sealer: sealer!,
+          opener: opener!,
+          sessionId: keys!.sessionId,
+          resumption: keys!.resumption,
+          transcript: keys!.transcript,
+        },
         role: 'client',
-        sealer: sealer!,
-        opener: opener!,
+        resumable: welcome.resume > 0,
         windowBytes: welcome.window,
         maxRecordBytes: welcome.maxRecord,
         maxStreams: welcome.maxStreams,

@@ -7,7 +7,9 @@
  */
 import type WebSocket from 'ws';
 import { aeadBackend, type AeadBackend } from '../shared/aead.js';
-import { AEAD_TAG_BYTES, CloseCode, GoAwayCode, MAX_HANDSHAKE_MESSAGE_BYTES, ResetCode } from '../shared/constants.js';
+import { AEAD_TAG_BYTES, CloseCode, GoAwayCode, MAX_HANDSHAKE_MESSAGE_BYTES, ResetCode, ResumeFailCode } from '../shared/constants.js';
+import type { FrameOf } from '../shared/frames.js';
+import { verifyResumeProof } from '../shared/resume.js';
 import type { Limits, ServerConfig } from '../shared/config-schema.js';
 import { ErrorCode, PolicyError, ReflectorError } from '../shared/errors.js';
 import { buildWelcome, KemKeyCache } from '../shared/handshake.js';
@@ -36,11 +38,13 @@ export interface SessionInfo {
 }
 
 interface LiveSession {
+  /** Stable for the session's life, across resumed connections (the wire session id changes). */
   id: string;
   session: SecureSession;
   client: AuthorizedClient;
   address: string;
   since: Date;
+  suspendTimer?: NodeJS.Timeout;
 }
 
 export class ReflectorServer {
@@ -168,7 +172,11 @@ export class ReflectorServer {
     if (this.currentState === 'closed') return;
     this.currentState = 'draining';
     this.logger.info({ event: 'server.draining', sessions: this.sessions.size }, 'draining');
-    for (const live of this.sessions) live.session.goAway(GoAwayCode.DRAINING);
+    for (const live of [...this.sessions]) {
+      // Nobody can come back to a suspended session: new connections are refused while draining.
+      if (live.session.state === 'suspended') live.session.expire();
+      else live.session.goAway(GoAwayCode.DRAINING);
+    }
     const deadline = Date.now() + this.config.limits.drainTimeoutMs;
     while (Date.now() < deadline && [...this.sessions].some((live) => live.session.mux.streamCount > 0)) {
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -184,6 +192,45 @@ export class ReflectorServer {
     await this.gateway.close();
     this.gateway.destroyAll();
     this.logger.info({ event: 'server.closed' }, 'server closed');
+  }
+
+  /**
+   * A fresh, authenticated connection asks to continue an earlier session. On
+   * success the old session takes over the connection; on failure the fresh
+   * session simply goes on, and the old one is left untouched for its owner.
+   */
+  private resume(fresh: LiveSession, frame: FrameOf<'RESUME'>, log: Logger): void {
+    const target = [...this.sessions].find((live) => live !== fresh && live.session.sessionId.equals(frame.sessionId));
+    const refuse = (code: number, reason: string, detail: string): void => {
+      fresh.session.sendFrame({ type: 'RESUME_FAIL', streamId: 0, code, reason });
+      fresh.session.mux.flush();
+      log.warn({ event: 'session.resume.refused', code, reason: detail }, `resume refused: ${detail}`);
+    };
+    if (target === undefined || target.session.isClosed) {
+      return refuse(ResumeFailCode.UNKNOWN_SESSION, 'no such session here', `no session ${frame.sessionId.toString('base64url')} on this server`);
+    }
+    if (target.client.thumbprint !== fresh.client.thumbprint) {
+      return refuse(ResumeFailCode.WRONG_CLIENT, 'the session belongs to another client', `session of ${target.client.name} claimed by ${fresh.client.name}`);
+    }
+    if (!verifyResumeProof(frame.proof, target.session.resumptionSecret, target.session.sessionId, fresh.session.transcript)) {
+      return refuse(ResumeFailCode.BAD_PROOF, 'the resume proof does not verify', `bad proof for session ${target.id}`);
+    }
+    clearTimeout(target.suspendTimer);
+    this.sessions.delete(fresh);
+    target.session.attach(fresh.session.detachTransport());
+    target.address = fresh.address;
+    target.session.sendFrame({ type: 'RESUME_OK', streamId: 0, streams: target.session.mux.resumeEntries() });
+    target.session.mux.flush();
+    try {
+      target.session.mux.reconcile(frame.streams);
+    } catch (error) {
+      target.session.fail(error);
+      return;
+    }
+    log.info(
+      { event: 'session.resumed', session: target.id, streams: target.session.mux.streamCount },
+      `session ${target.id} resumed with ${target.session.mux.streamCount} streams`,
+    );
   }
 
   private async handleConnection(ws: WebSocket, info: ConnectionInfo): Promise<void> {
@@ -238,10 +285,16 @@ export class ReflectorServer {
       address: info.address,
       since: new Date(),
       session: new SecureSession({
-        ws,
+        transport: {
+          ws,
+          sealer: new RecordSealer(this.aead, keys.s2c, limits.rekeyBytes),
+          opener: new RecordOpener(this.aead, keys.c2s, limits.rekeyBytes, limits.maxRecordBytes),
+          sessionId: keys.sessionId,
+          resumption: keys.resumption,
+          transcript: keys.transcript,
+        },
         role: 'server',
-        sealer: new RecordSealer(this.aead, keys.s2c, limits.rekeyBytes),
-        opener: new RecordOpener(this.aead, keys.c2s, limits.rekeyBytes, limits.maxRecordBytes),
+        resumable: limits.resumeWindowMs > 0,
         windowBytes: limits.windowBytes,
         maxRecordBytes: limits.maxRecordBytes,
         maxStreams: limits.maxStreamsPerSession,
@@ -261,7 +314,17 @@ export class ReflectorServer {
       }),
     };
     this.sessions.add(live);
+    live.session.on('suspend', (suspendInfo) => {
+      sessionLog.info(
+        { event: 'session.suspend', code: suspendInfo.code, streams: live.session.mux.streamCount, resumeWindowMs: limits.resumeWindowMs },
+        `connection lost (${suspendInfo.code}); keeping ${live.session.mux.streamCount} streams for ${limits.resumeWindowMs} ms`,
+      );
+      live.suspendTimer = setTimeout(() => live.session.expire(), limits.resumeWindowMs);
+      live.suspendTimer.unref();
+    });
+    live.session.on('resume', (frame: FrameOf<'RESUME'>) => this.resume(live, frame, sessionLog));
     live.session.on('close', (closeInfo) => {
+      clearTimeout(live.suspendTimer);
       this.sessions.delete(live);
       sessionLog.info(
         {
@@ -290,6 +353,7 @@ export class ReflectorServer {
         maxRecord: limits.maxRecordBytes,
         rekeyBytes: limits.rekeyBytes,
         pingInterval: limits.pingIntervalMs,
+        resume: limits.resumeWindowMs,
         services: this.registry.servicesFor(client.thumbprint),
         ...(this.config.replica ? { replica: this.config.replica } : {}),
       }),

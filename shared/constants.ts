@@ -25,6 +25,9 @@ export const FrameType = {
   PING: 0x09,
   PONG: 0x0a,
   GOAWAY: 0x0b,
+  RESUME: 0x0c,
+  RESUME_OK: 0x0d,
+  RESUME_FAIL: 0x0e,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 export type FrameTypeCode = (typeof FrameType)[FrameTypeName];
@@ -37,6 +40,17 @@ export const PING_PAYLOAD_BYTES = 8;
 /** WINDOW offsets are u64 on the wire but must stay exact in a JS number. */
 export const MAX_STREAM_OFFSET = Number.MAX_SAFE_INTEGER;
 export const MAX_STREAM_ID = 0xffff_ffff;
+/** RESUME: old session id, proof, entry count; then one entry per stream. */
+export const SESSION_ID_BYTES = 16;
+export const RESUME_PROOF_BYTES = 32;
+/** Each resume entry: stream id u32, received offset u64, flags u8. */
+export const RESUME_ENTRY_BYTES = 13;
+export const ResumeFlag = {
+  /** This side received the peer's FIN on the stream. */
+  FIN_RECEIVED: 0x01,
+  /** Client: OPEN_OK arrived (the stream is open from the client's view). */
+  OPENED: 0x02,
+} as const;
 
 /** Record layer: ChaCha20-Poly1305 (RFC 8439). */
 export const AEAD_KEY_BYTES = 32;
@@ -56,6 +70,8 @@ export const Label = {
   RESUME: 'reflector/1 resume',
   SESSION_ID: 'reflector/1 session id',
   REKEY: 'reflector/1 rekey',
+  /** HMAC-SHA256 input prefix of a RESUME proof, followed by a NUL, the new T and the old session id. */
+  RESUME_PROOF: 'reflector/1 resume proof',
   /** Prefix of the bytes the server's host key signs in WELCOME, followed by a NUL and T. */
   WELCOME_SIGNATURE: 'reflector/1 welcome',
 } as const;
@@ -120,6 +136,18 @@ export const ResetCode = {
 } as const;
 export type ResetCodeValue = (typeof ResetCode)[keyof typeof ResetCode];
 
+/** RESUME_FAIL codes (u16). The streams of the old session are reset by the client. */
+export const ResumeFailCode = {
+  /** No suspended session with that id here: expired, never existed, or held by another replica. */
+  UNKNOWN_SESSION: 1,
+  /** The proof does not verify. */
+  BAD_PROOF: 2,
+  /** The session belongs to another client key. */
+  WRONG_CLIENT: 3,
+  /** The stream lists could not be reconciled (offsets outside what was sent). */
+  MISMATCH: 4,
+} as const;
+
 /** GOAWAY codes (u16). */
 export const GoAwayCode = {
   /** Server draining: open streams may finish, open no new ones here. */
@@ -139,4 +167,6 @@ export const Defaults = {
   maxSessionsPerClient: 16,
   backendConnectTimeoutMs: 10_000,
   drainTimeoutMs: 30_000,
+  /** How long streams of a dropped connection wait for the client to resume; 0 disables resumption. */
+  resumeWindowMs: 60_000,
 } as const;

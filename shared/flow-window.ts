@@ -29,6 +29,20 @@ export class SendWindow {
     this.sentBytes += n;
   }
 
+  /**
+   * After a resumed connection: the peer received only up to `offset`, so the
+   * bytes after it must be sent again. Never moves below what was acknowledged.
+   */
+  rewind(offset: number): void {
+    if (offset < this.peerConsumed || offset > this.sentBytes) {
+      throw new ProtocolError(
+        ErrorCode.FLOW_CONTROL,
+        `resume offset ${offset} outside what was sent and not yet acknowledged (${this.peerConsumed}..${this.sentBytes})`,
+      );
+    }
+    this.sentBytes = offset;
+  }
+
   /** Applies a WINDOW frame; returns true if credit grew. */
   update(consumed: number): boolean {
     if (consumed > this.sentBytes) {
@@ -78,6 +92,12 @@ export class ReceiveWindow {
       throw new Error(`flow control: consuming ${n} bytes beyond the ${this.receivedBytes} received`);
     }
     this.consumedBytes += n;
+  }
+
+  /** Advertises everything consumed so far (after a resume, when an earlier WINDOW may have been lost). */
+  readvertise(): number {
+    this.advertisedOffset = this.consumedBytes;
+    return this.advertisedOffset;
   }
 
   /**

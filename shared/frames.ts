@@ -16,6 +16,9 @@ import {
   MAX_SERVICE_NAME_BYTES,
   MAX_STREAM_OFFSET,
   PING_PAYLOAD_BYTES,
+  RESUME_ENTRY_BYTES,
+  RESUME_PROOF_BYTES,
+  SESSION_ID_BYTES,
   SERVICE_NAME_PATTERN,
 } from './constants.js';
 import { ErrorCode, ProtocolError } from './errors.js';
@@ -31,7 +34,19 @@ export type Frame =
   | { type: 'RST'; streamId: number; code: number }
   | { type: 'PING'; streamId: 0; opaque: Buffer }
   | { type: 'PONG'; streamId: 0; opaque: Buffer }
-  | { type: 'GOAWAY'; streamId: 0; code: number };
+  | { type: 'GOAWAY'; streamId: 0; code: number }
+  | { type: 'RESUME'; streamId: 0; sessionId: Buffer; proof: Buffer; streams: ResumeEntry[] }
+  | { type: 'RESUME_OK'; streamId: 0; streams: ResumeEntry[] }
+  | { type: 'RESUME_FAIL'; streamId: 0; code: number; reason: string };
+
+/** One stream's position as its holder states it when a session resumes. */
+export interface ResumeEntry {
+  streamId: number;
+  /** Bytes of DATA this side has received on the stream: the peer resends from here. */
+  received: number;
+  /** ResumeFlag bits. */
+  flags: number;
+}
 
 export type FrameOf<T extends Frame['type']> = Extract<Frame, { type: T }>;
 
@@ -40,7 +55,15 @@ const typeNameByCode = new Map<number, Frame['type']>(
 );
 
 /** Frames that belong to the session (stream id 0) rather than to a stream. */
-const SESSION_FRAMES: ReadonlySet<Frame['type']> = new Set(['WELCOME', 'PING', 'PONG', 'GOAWAY']);
+const SESSION_FRAMES: ReadonlySet<Frame['type']> = new Set([
+  'WELCOME',
+  'PING',
+  'PONG',
+  'GOAWAY',
+  'RESUME',
+  'RESUME_OK',
+  'RESUME_FAIL',
+]);
 
 export function isSessionFrame(type: Frame['type']): boolean {
   return SESSION_FRAMES.has(type);
@@ -74,6 +97,12 @@ function assertEncodable(frame: Frame): void {
   if (frame.type === 'OPEN_FAIL' && Buffer.byteLength(frame.reason, 'utf8') > MAX_OPEN_FAIL_REASON_BYTES) {
     throw new RangeError('OPEN_FAIL reason too long; use clampReason()');
   }
+  if (frame.type === 'RESUME' && (frame.sessionId.length !== SESSION_ID_BYTES || frame.proof.length !== RESUME_PROOF_BYTES)) {
+    throw new RangeError('RESUME session id or proof has the wrong length');
+  }
+  if (frame.type === 'RESUME_FAIL' && Buffer.byteLength(frame.reason, 'utf8') > MAX_OPEN_FAIL_REASON_BYTES) {
+    throw new RangeError('RESUME_FAIL reason too long; use clampReason()');
+  }
   if (frame.type === 'WINDOW' && !(Number.isSafeInteger(frame.consumed) && frame.consumed >= 0)) {
     throw new RangeError(`WINDOW offset ${frame.consumed} is not a non-negative safe integer`);
   }
@@ -100,7 +129,47 @@ function payloadLength(frame: Frame): number {
     case 'PING':
     case 'PONG':
       return PING_PAYLOAD_BYTES;
+    case 'RESUME':
+      return SESSION_ID_BYTES + RESUME_PROOF_BYTES + 4 + frame.streams.length * RESUME_ENTRY_BYTES;
+    case 'RESUME_OK':
+      return 4 + frame.streams.length * RESUME_ENTRY_BYTES;
+    case 'RESUME_FAIL':
+      return 2 + Buffer.byteLength(frame.reason, 'utf8');
   }
+}
+
+function writeResumeEntries(entries: readonly ResumeEntry[], target: Buffer, offset: number): number {
+  let at = target.writeUInt32BE(entries.length, offset);
+  for (const entry of entries) {
+    at = target.writeUInt32BE(entry.streamId, at);
+    target.writeBigUInt64BE(BigInt(entry.received), at);
+    at += 8;
+    at = target.writeUInt8(entry.flags, at);
+  }
+  return at;
+}
+
+function readResumeEntries(payload: Buffer, offset: number, type: string): ResumeEntry[] {
+  if (payload.length - offset < 4) throw malformed(`${type} payload too short`);
+  const count = payload.readUInt32BE(offset);
+  if (payload.length - offset - 4 !== count * RESUME_ENTRY_BYTES) {
+    throw malformed(`${type} announces ${count} streams in ${payload.length - offset - 4} bytes`);
+  }
+  const entries: ResumeEntry[] = [];
+  let at = offset + 4;
+  let previous = 0;
+  for (let i = 0; i < count; i++) {
+    const streamId = payload.readUInt32BE(at);
+    const received = payload.readBigUInt64BE(at + 4);
+    const flags = payload[at + 12]!;
+    if (streamId <= previous) throw malformed(`${type} stream ids must be strictly increasing and non-zero`);
+    if (received > BigInt(MAX_STREAM_OFFSET)) throw new ProtocolError(ErrorCode.FLOW_CONTROL, `${type} offset beyond 2^53-1`);
+    if ((flags & ~0x03) !== 0) throw malformed(`${type} has unknown flag bits 0x${flags.toString(16)}`);
+    entries.push({ streamId, received: Number(received), flags });
+    previous = streamId;
+    at += RESUME_ENTRY_BYTES;
+  }
+  return entries;
 }
 
 /**
@@ -145,6 +214,19 @@ export function writeFrame(frame: Frame, target: Buffer, offset: number): number
     case 'PING':
     case 'PONG':
       at += frame.opaque.copy(target, at, 0, PING_PAYLOAD_BYTES);
+      break;
+    case 'RESUME':
+      at += frame.sessionId.copy(target, at);
+      at += frame.proof.copy(target, at);
+      at = writeResumeEntries(frame.streams, target, at);
+      break;
+    case 'RESUME_OK':
+      at = writeResumeEntries(frame.streams, target, at);
+      break;
+    case 'RESUME_FAIL':
+      target.writeUInt16BE(frame.code, at);
+      at += 2;
+      at += target.write(frame.reason, at, 'utf8');
       break;
   }
   return at;
@@ -240,5 +322,23 @@ function decodeFrame(code: number, streamId: number, payload: Buffer): Frame {
     case 'PONG':
       expectLength(PING_PAYLOAD_BYTES);
       return { type, streamId: 0, opaque: payload };
+    case 'RESUME': {
+      const fixed = SESSION_ID_BYTES + RESUME_PROOF_BYTES;
+      if (payload.length < fixed + 4) throw malformed(`RESUME payload of ${payload.length} bytes`);
+      return {
+        type,
+        streamId: 0,
+        sessionId: payload.subarray(0, SESSION_ID_BYTES),
+        proof: payload.subarray(SESSION_ID_BYTES, fixed),
+        streams: readResumeEntries(payload, fixed, type),
+      };
+    }
+    case 'RESUME_OK':
+      return { type, streamId: 0, streams: readResumeEntries(payload, 0, type) };
+    case 'RESUME_FAIL':
+      if (payload.length < 2 || payload.length > 2 + MAX_OPEN_FAIL_REASON_BYTES) {
+        throw malformed(`RESUME_FAIL payload of ${payload.length} bytes`);
+      }
+      return { type, streamId: 0, code: payload.readUInt16BE(0), reason: payload.toString('utf8', 2) };
   }
 }

@@ -62,6 +62,7 @@ export interface WelcomeBody {
   maxRecord: number;
   rekeyBytes: number;
   pingInterval: number;
+  resume: number;
   services: string[];
   replica?: string;
 }
@@ -124,6 +125,8 @@ const WelcomeBodySchema = z.strictObject({
   rekeyBytes: int(MIN_REKEY_BYTES, Number.MAX_SAFE_INTEGER),
   /** Milliseconds; from 1 ms (tests) to one day. */
   pingInterval: int(1, 86_400_000),
+  /** Milliseconds the server keeps a dropped session's streams for a RESUME; 0: no resumption. */
+  resume: int(0, 86_400_000),
   services: z
     .array(z.string().regex(SERVICE_NAME_PATTERN, 'not a valid service name'))
     .refine((list) => new Set(list).size === list.length, 'a service is listed twice'),

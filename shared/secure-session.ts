@@ -2,13 +2,22 @@
  * An established session, the same on both sides once the handshake is done:
  * WebSocket binary messages ⇄ record layer ⇄ stream mux, plus keepalive and
  * the one place a protocol error turns into a WebSocket close code.
+ *
+ * The session (its stream table) can outlive its connection (WebSocket plus
+ * record keys). When the connection drops without a deliberate close, a
+ * resumable session is suspended instead of closed; a later connection that
+ * proves it continues this session is attached in its place.
+ *
+ *   open ──unclean drop / idle──> suspended ──attach(new connection)──> open
+ *    │                              │ expire() (resume window over)
+ *    └──close() / deliberate close──┴──────────────────────────────────> closed
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
 import { CloseCode, PING_PAYLOAD_BYTES } from './constants.js';
 import { ErrorCode, ProtocolError, ReflectorError } from './errors.js';
-import type { Frame } from './frames.js';
+import type { Frame, FrameOf } from './frames.js';
 import type { RecordOpener, RecordSealer } from './record-layer.js';
 import { StreamMux } from './stream-mux.js';
 import type { TunnelStream } from './tunnel-stream.js';
@@ -17,16 +26,30 @@ import type { TunnelStream } from './tunnel-stream.js';
 const CONGESTION_HIGH_BYTES = 2 * 1024 * 1024;
 const CONGESTION_LOW_BYTES = 512 * 1024;
 
-export interface SecureSessionOptions {
+/** Close codes that mean "the connection died", not "the peer ended the session". */
+const RESUMABLE_CLOSE_CODES: ReadonlySet<number> = new Set([1001, 1006, 1011, 1012, 1013, 1014, CloseCode.IDLE_TIMEOUT]);
+
+/** One connection's worth of state: the socket, its record keys, its key schedule outputs. */
+export interface SessionTransport {
   ws: WebSocket;
-  role: 'client' | 'server';
   sealer: RecordSealer;
   opener: RecordOpener;
+  /** From this connection's handshake: names the session and keys the next RESUME proof. */
+  sessionId: Buffer;
+  resumption: Buffer;
+  transcript: Buffer;
+}
+
+export interface SecureSessionOptions {
+  transport: SessionTransport;
+  role: 'client' | 'server';
   windowBytes: number;
   maxRecordBytes: number;
   maxStreams: number;
   pingIntervalMs: number;
   idleTimeoutMs: number;
+  /** Suspend on an unclean drop (keeping unacknowledged bytes) instead of closing. */
+  resumable: boolean;
   /** Server: a stream was requested. */
   onOpen?: (stream: TunnelStream) => void;
 }
@@ -39,48 +62,62 @@ export interface SessionCloseInfo {
   error?: ReflectorError;
 }
 
+export type SessionState = 'open' | 'suspended' | 'closed';
+
 /**
- * Events: 'goaway' (server asked us to move on), 'close' (SessionCloseInfo).
+ * Events: 'goaway' (code), 'suspend' (SessionCloseInfo), 'close' (SessionCloseInfo),
+ * 'resume' (RESUME frame, server), 'resume-ok' / 'resume-fail' (client).
  */
 export class SecureSession extends EventEmitter {
   readonly mux: StreamMux;
-  private readonly ws: WebSocket;
+  private transport: SessionTransport;
+  private currentState: SessionState = 'open';
   private outstandingBytes = 0;
   private activitySinceTick = true;
   private idleMs = 0;
-  private readonly keepalive: NodeJS.Timeout;
-  private closed = false;
+  private keepalive: NodeJS.Timeout | undefined;
   private goingAway = false;
   bytesSealed = 0;
   bytesOpened = 0;
 
   constructor(private readonly options: SecureSessionOptions) {
     super();
-    this.ws = options.ws;
+    this.transport = options.transport;
     this.mux = new StreamMux({
       role: options.role,
       windowBytes: options.windowBytes,
       maxRecordBytes: options.maxRecordBytes,
       maxStreams: options.maxStreams,
+      resumable: options.resumable,
       sink: this,
       onOpen: options.onOpen,
       onSessionFrame: (frame) => this.receiveSessionFrame(frame),
     });
-    this.ws.on('message', this.onMessage);
-    this.ws.on('close', this.onClose);
-    this.keepalive = setInterval(() => this.tick(), options.pingIntervalMs);
-    this.keepalive.unref();
+    this.connect();
   }
 
+  get state(): SessionState {
+    return this.currentState;
+  }
   get congested(): boolean {
-    return this.outstandingBytes > CONGESTION_HIGH_BYTES;
+    return this.currentState !== 'open' || this.outstandingBytes > CONGESTION_HIGH_BYTES;
   }
   get isClosed(): boolean {
-    return this.closed;
+    return this.currentState === 'closed';
   }
   /** True once the server sent GOAWAY (client) or drain started (server). */
   get draining(): boolean {
     return this.goingAway;
+  }
+  /** Names the session for a RESUME; changes with every resumed connection. */
+  get sessionId(): Buffer {
+    return this.transport.sessionId;
+  }
+  get resumptionSecret(): Buffer {
+    return this.transport.resumption;
+  }
+  get transcript(): Buffer {
+    return this.transport.transcript;
   }
 
   openStream(service: string): TunnelStream {
@@ -93,22 +130,22 @@ export class SecureSession extends EventEmitter {
 
   /** Seals one record and hands it to the WebSocket; called by the mux. */
   sendRecord(plaintext: Buffer): void {
-    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
-    const record = this.options.sealer.seal(plaintext);
+    const { ws, sealer } = this.transport;
+    if (this.currentState !== 'open' || ws.readyState !== ws.OPEN) return;
+    const record = sealer.seal(plaintext);
     this.bytesSealed += plaintext.length;
     this.outstandingBytes += record.length;
-    this.ws.send(record, { binary: true }, () => {
+    ws.send(record, { binary: true }, () => {
+      if (this.transport.ws !== ws) return; // a callback from a connection we already left
       const wasCongested = this.congested;
       this.outstandingBytes -= record.length;
-      if (wasCongested || this.outstandingBytes < CONGESTION_LOW_BYTES) {
-        if (!this.congested) this.mux.resume();
-      }
+      if ((wasCongested || this.outstandingBytes < CONGESTION_LOW_BYTES) && !this.congested) this.mux.resume();
     });
   }
 
   /** Server: tells the client to open no more streams here. */
   goAway(code: number): void {
-    if (this.goingAway || this.closed) return;
+    if (this.goingAway || this.currentState === 'closed') return;
     this.goingAway = true;
     this.mux.sendFrame({ type: 'GOAWAY', streamId: 0, code });
     this.mux.flush();
@@ -116,22 +153,82 @@ export class SecureSession extends EventEmitter {
 
   /** Ends the session: every stream is reset locally, the peer gets `code`. */
   close(code: number, error?: ReflectorError): void {
-    if (this.closed) return;
-    this.mux.flush();
+    if (this.currentState === 'closed') return;
+    const wasOpen = this.currentState === 'open';
+    if (wasOpen) this.mux.flush();
     this.finish({ code, by: 'local', ...(error ? { error } : {}) });
     // Close the WebSocket only after the final record was queued in ws.
-    this.ws.close(code);
+    if (wasOpen) this.transport.ws.close(code);
+  }
+
+  /** The resume window ran out: the suspended streams are reset. */
+  expire(): void {
+    if (this.currentState !== 'suspended') return;
+    this.finish({
+      code: CloseCode.GOING_AWAY,
+      by: 'local',
+      error: new ReflectorError(ErrorCode.SESSION_CLOSED, 'the connection dropped and was not resumed in time'),
+    });
+  }
+
+  /** Drops the current connection now (it may be stale) and waits for another. */
+  suspend(info: SessionCloseInfo): void {
+    if (this.currentState !== 'open') return;
+    this.currentState = 'suspended';
+    this.disconnect();
+    this.transport.ws.terminate();
+    this.mux.discardQueued();
+    this.outstandingBytes = 0;
+    this.emit('suspend', info);
+  }
+
+  /** Continues this session over a new connection (the caller then reconciles streams). */
+  attach(transport: SessionTransport): void {
+    if (this.currentState === 'closed') throw new Error('attach to a closed session');
+    if (this.currentState === 'open') this.suspend({ code: CloseCode.IDLE_TIMEOUT, by: 'local' });
+    this.transport = transport;
+    this.currentState = 'open';
+    this.outstandingBytes = 0;
+    this.connect();
+  }
+
+  /**
+   * Hands this (fresh, streamless) session's connection to a session being
+   * resumed; this one ends silently, its WebSocket stays open.
+   */
+  detachTransport(): SessionTransport {
+    if (this.currentState !== 'open' || this.mux.streamCount > 0) throw new Error('detach from a busy session');
+    this.disconnect();
+    this.currentState = 'closed';
+    this.mux.destroy('connection handed to a resumed session');
+    return this.transport;
+  }
+
+  private connect(): void {
+    const { ws } = this.transport;
+    ws.on('message', this.onMessage);
+    ws.on('close', this.onClose);
+    this.activitySinceTick = true;
+    this.idleMs = 0;
+    this.keepalive = setInterval(() => this.tick(), this.options.pingIntervalMs);
+    this.keepalive.unref();
+  }
+
+  private disconnect(): void {
+    clearInterval(this.keepalive);
+    this.transport.ws.off('message', this.onMessage);
+    this.transport.ws.off('close', this.onClose);
   }
 
   private readonly onMessage = (data: WebSocket.RawData, isBinary: boolean): void => {
-    if (this.closed) return;
+    if (this.currentState !== 'open') return;
     this.activitySinceTick = true;
     try {
       if (!isBinary) {
         throw new ProtocolError(ErrorCode.RECORD_UNEXPECTED_TEXT, 'text message after the handshake');
       }
       const record = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-      const plaintext = this.options.opener.open(record);
+      const plaintext = this.transport.opener.open(record);
       this.bytesOpened += plaintext.length;
       this.mux.receiveRecord(plaintext);
     } catch (error) {
@@ -140,7 +237,9 @@ export class SecureSession extends EventEmitter {
   };
 
   private readonly onClose = (code: number): void => {
-    this.finish({ code, by: 'remote' });
+    const info: SessionCloseInfo = { code, by: 'remote' };
+    if (this.options.resumable && RESUMABLE_CLOSE_CODES.has(code) && !this.goingAway) this.suspend(info);
+    else this.finish(info);
   };
 
   /** Turns anything thrown while handling input into a close with its code. */
@@ -163,14 +262,35 @@ export class SecureSession extends EventEmitter {
       case 'PONG':
         return;
       case 'GOAWAY':
-        if (this.options.role !== 'client') throw new ProtocolError(ErrorCode.FRAME_NOT_ALLOWED, 'GOAWAY sent by the client');
+        this.expectRole('client', frame.type);
         this.goingAway = true;
         this.emit('goaway', frame.code);
+        return;
+      case 'RESUME':
+        this.expectRole('server', frame.type);
+        if (this.mux.highestStreamId !== 0) {
+          throw new ProtocolError(ErrorCode.FRAME_NOT_ALLOWED, 'RESUME after streams were opened on this connection');
+        }
+        this.emit('resume', frame satisfies FrameOf<'RESUME'>);
+        return;
+      case 'RESUME_OK':
+      case 'RESUME_FAIL':
+        this.expectRole('client', frame.type);
+        if (this.listenerCount(frame.type === 'RESUME_OK' ? 'resume-ok' : 'resume-fail') === 0) {
+          throw new ProtocolError(ErrorCode.FRAME_NOT_ALLOWED, `${frame.type} without a RESUME`);
+        }
+        this.emit(frame.type === 'RESUME_OK' ? 'resume-ok' : 'resume-fail', frame);
         return;
       case 'WELCOME':
         throw new ProtocolError(ErrorCode.FRAME_NOT_ALLOWED, 'WELCOME after the handshake');
       default:
         throw new ProtocolError(ErrorCode.FRAME_NOT_ALLOWED, `${frame.type} as a session frame`);
+    }
+  }
+
+  private expectRole(role: 'client' | 'server', type: string): void {
+    if (this.options.role !== role) {
+      throw new ProtocolError(ErrorCode.FRAME_NOT_ALLOWED, `${type} sent by the ${role}`);
     }
   }
 
@@ -180,10 +300,9 @@ export class SecureSession extends EventEmitter {
     } else {
       this.idleMs += this.options.pingIntervalMs;
       if (this.idleMs >= this.options.idleTimeoutMs) {
-        this.close(
-          CloseCode.IDLE_TIMEOUT,
-          new ReflectorError(ErrorCode.IDLE_TIMEOUT, `no record from the peer for ${this.idleMs} ms`),
-        );
+        const error = new ReflectorError(ErrorCode.IDLE_TIMEOUT, `no record from the peer for ${this.idleMs} ms`);
+        if (this.options.resumable) this.suspend({ code: CloseCode.IDLE_TIMEOUT, by: 'local', error });
+        else this.close(CloseCode.IDLE_TIMEOUT, error);
         return;
       }
     }
@@ -192,10 +311,9 @@ export class SecureSession extends EventEmitter {
   }
 
   private finish(info: SessionCloseInfo): void {
-    if (this.closed) return;
-    this.closed = true;
-    clearInterval(this.keepalive);
-    this.ws.off('message', this.onMessage);
+    if (this.currentState === 'closed') return;
+    this.currentState = 'closed';
+    this.disconnect();
     this.mux.destroy(info.error?.message ?? `session closed (${info.code})`);
     this.emit('close', info);
   }

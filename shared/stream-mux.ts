@@ -7,7 +7,7 @@
  */
 import { FRAME_HEADER_BYTES, MAX_STREAM_ID, OpenFailCode, ResetCode } from './constants.js';
 import { ErrorCode, ProtocolError, StreamError } from './errors.js';
-import { decodeFrames, encodedFrameLength, isSessionFrame, writeFrame, type Frame } from './frames.js';
+import { decodeFrames, encodedFrameLength, isSessionFrame, writeFrame, type Frame, type ResumeEntry } from './frames.js';
 import { TunnelStream, type StreamHost } from './tunnel-stream.js';
 
 /** Where the mux hands finished record plaintexts; the session seals and sends them. */
@@ -22,6 +22,8 @@ export interface StreamMuxOptions {
   windowBytes: number;
   maxRecordBytes: number;
   maxStreams: number;
+  /** Keep sent bytes until acknowledged so streams can survive a resumed connection. */
+  resumable: boolean;
   sink: RecordSink;
   /** Server: a new stream was requested; call stream.accept() or stream.refuse(). */
   onOpen?: (stream: TunnelStream) => void;
@@ -38,9 +40,16 @@ export class StreamMux implements StreamHost {
   private flushScheduled = false;
   private destroyed = false;
   readonly maxDataBytes: number;
+  readonly retainsUnacknowledged: boolean;
 
   constructor(private readonly options: StreamMuxOptions) {
     this.maxDataBytes = options.maxRecordBytes - FRAME_HEADER_BYTES;
+    this.retainsUnacknowledged = options.resumable;
+  }
+
+  /** Highest stream id used so far on this session (0 before the first OPEN). */
+  get highestStreamId(): number {
+    return this.lastStreamId;
   }
 
   get congested(): boolean {
@@ -69,7 +78,12 @@ export class StreamMux implements StreamHost {
 
   /** Decodes one record's plaintext and applies its frames in order. Throws ProtocolError. */
   receiveRecord(plaintext: Buffer): void {
-    for (const frame of decodeFrames(plaintext)) {
+    const frames = decodeFrames(plaintext);
+    if (frames.length > 1 && frames.some((f) => f.type === 'RESUME' || f.type === 'RESUME_OK' || f.type === 'RESUME_FAIL')) {
+      // A resume moves the stream table to another connection: nothing may ride along.
+      throw new ProtocolError(ErrorCode.FRAME_MALFORMED, 'a RESUME, RESUME_OK or RESUME_FAIL frame must travel alone in its record');
+    }
+    for (const frame of frames) {
       if (this.destroyed) return;
       this.receiveFrame(frame);
     }
@@ -156,6 +170,38 @@ export class StreamMux implements StreamHost {
       if (this.congested) return;
       stream.resumeAfterCongestion();
     }
+  }
+
+  /** Every live stream's position, in id order, for RESUME / RESUME_OK. */
+  resumeEntries(): ResumeEntry[] {
+    return [...this.streams.values()].map((stream) => stream.resumeEntry()).sort((a, b) => a.streamId - b.streamId);
+  }
+
+  /**
+   * Matches our streams with the peer's list after a resume. A stream only one
+   * side still has cannot continue: ours are reset locally, the peer's get RST.
+   */
+  reconcile(peerEntries: readonly ResumeEntry[]): void {
+    const peer = new Map(peerEntries.map((entry) => [entry.streamId, entry]));
+    for (const entry of peerEntries) {
+      if (entry.streamId > this.lastStreamId) {
+        throw new ProtocolError(ErrorCode.STREAM_UNKNOWN, `resume names stream ${entry.streamId}, which was never opened`);
+      }
+    }
+    const lost = new StreamError(ErrorCode.SESSION_CLOSED, 'the stream did not survive the reconnection', ResetCode.SESSION_CLOSED);
+    for (const stream of [...this.streams.values()]) {
+      const entry = peer.get(stream.id);
+      if (entry === undefined) stream.abort(lost);
+      else stream.resume(entry, this.options.role);
+      peer.delete(stream.id);
+    }
+    for (const streamId of peer.keys()) this.sendFrame({ type: 'RST', streamId, code: ResetCode.SESSION_CLOSED });
+  }
+
+  /** The connection dropped: frames not yet sealed are rebuilt from stream state on resume. */
+  discardQueued(): void {
+    this.queue = [];
+    this.queuedBytes = 0;
   }
 
   /** Ends every stream because the session is gone; nothing more is sent. */

@@ -20,10 +20,10 @@
  * or session loss), 'close' (the stream left the table; always last).
  */
 import { EventEmitter } from 'node:events';
-import { ResetCode } from './constants.js';
+import { ResetCode, ResumeFlag } from './constants.js';
 import { ErrorCode, ProtocolError, StreamError } from './errors.js';
 import { ReceiveWindow, SendWindow } from './flow-window.js';
-import { clampReason, type Frame } from './frames.js';
+import { clampReason, type Frame, type ResumeEntry } from './frames.js';
 
 export type StreamState = 'opening' | 'open' | 'half-closed-local' | 'half-closed-remote' | 'closed';
 /** How a closed stream ended: FIN both ways, a RST we sent, one we received (or OPEN_FAIL), or the session died. */
@@ -36,6 +36,8 @@ export interface StreamHost {
   readonly congested: boolean;
   /** Largest DATA payload that fits one record. */
   readonly maxDataBytes: number;
+  /** Keep sent bytes until acknowledged, so a resumed connection can send them again. */
+  readonly retainsUnacknowledged: boolean;
   streamClosed(stream: TunnelStream): void;
 }
 
@@ -45,6 +47,9 @@ export class TunnelStream extends EventEmitter {
   private readonly receiveWindow: ReceiveWindow;
   private readonly pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** Sent but not yet acknowledged bytes, from offset `unackedStart` up to `sent`. */
+  private unacked: Buffer[] = [];
+  private unackedStart = 0;
   private finRequested = false;
   private needsDrain = false;
   private closeEmitted = false;
@@ -172,7 +177,10 @@ export class TunnelStream extends EventEmitter {
         this.emit('data', frame.data);
         return;
       case 'WINDOW':
-        if (this.sendWindow.update(frame.consumed)) this.flush();
+        if (this.sendWindow.update(frame.consumed)) {
+          this.dropUnackedBefore(frame.consumed);
+          this.flush();
+        }
         return;
       case 'FIN':
         if (this.currentState === 'open') this.currentState = 'half-closed-remote';
@@ -188,6 +196,67 @@ export class TunnelStream extends EventEmitter {
       default:
         throw new ProtocolError(ErrorCode.FRAME_NOT_ALLOWED, `${frame.type} frame on a stream`);
     }
+  }
+
+  /** This side's position, stated in RESUME / RESUME_OK. */
+  resumeEntry(): ResumeEntry {
+    let flags = 0;
+    if (this.currentState === 'half-closed-remote') flags |= ResumeFlag.FIN_RECEIVED;
+    if (this.currentState !== 'opening') flags |= ResumeFlag.OPENED;
+    return { streamId: this.id, received: this.receiveWindow.received, flags };
+  }
+
+  /**
+   * Picks the stream up on a resumed connection, given the peer's position:
+   * resend OPEN_OK if it was lost (server), every byte after what the peer
+   * received, FIN if the peer never got it, and the current WINDOW offset.
+   */
+  resume(peer: ResumeEntry, role: 'client' | 'server'): void {
+    if (this.currentState === 'closed') return;
+    if (role === 'server' && this.currentState !== 'opening' && (peer.flags & ResumeFlag.OPENED) === 0) {
+      this.host.sendFrame({ type: 'OPEN_OK', streamId: this.id });
+    }
+    const sent = this.sendWindow.sent;
+    this.sendWindow.rewind(peer.received);
+    this.dropUnackedBefore(peer.received);
+    // What the peer lacks goes back in front of anything not yet sent.
+    const resend = this.unacked;
+    const resendBytes = resend.reduce((n, chunk) => n + chunk.length, 0);
+    if (resendBytes !== sent - peer.received) {
+      throw new ProtocolError(ErrorCode.FLOW_CONTROL, `stream ${this.id}: cannot resend ${sent - peer.received} bytes, ${resendBytes} retained`);
+    }
+    this.unacked = [];
+    this.unackedStart = peer.received;
+    if (resendBytes > 0) {
+      this.pending.unshift(...resend);
+      this.pendingBytes += sent - peer.received;
+    }
+    if (this.currentState === 'half-closed-local' && (peer.flags & ResumeFlag.FIN_RECEIVED) === 0) {
+      this.currentState = 'open';
+      this.finRequested = true;
+    }
+    if (this.currentState !== 'opening') {
+      this.host.sendFrame({ type: 'WINDOW', streamId: this.id, consumed: this.receiveWindow.readvertise() });
+    }
+    this.needsDrain = true;
+    this.flush();
+  }
+
+  private dropUnackedBefore(offset: number): void {
+    let excess = offset - this.unackedStart;
+    while (excess > 0 && this.unacked.length > 0) {
+      const head = this.unacked[0]!;
+      if (head.length <= excess) {
+        this.unacked.shift();
+        excess -= head.length;
+        this.unackedStart += head.length;
+      } else {
+        this.unacked[0] = head.subarray(excess);
+        this.unackedStart += excess;
+        excess = 0;
+      }
+    }
+    if (this.unacked.length === 0) this.unackedStart = Math.max(this.unackedStart, offset);
   }
 
   private expectState(state: StreamState, what: string): void {
@@ -209,6 +278,7 @@ export class TunnelStream extends EventEmitter {
       else this.pending[0] = head.subarray(n);
       this.pendingBytes -= n;
       this.sendWindow.consume(n);
+      if (this.host.retainsUnacknowledged) this.unacked.push(chunk);
       this.host.sendFrame({ type: 'DATA', streamId: this.id, data: chunk });
     }
     if (this.pendingBytes > 0) return;
@@ -233,6 +303,7 @@ export class TunnelStream extends EventEmitter {
     this.currentState = 'closed';
     this.pending.length = 0;
     this.pendingBytes = 0;
+    this.unacked = [];
     if (this.closeEmitted) return;
     this.closeEmitted = true;
     this.host.streamClosed(this);

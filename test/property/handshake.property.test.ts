@@ -140,6 +140,7 @@ before(async () => {
     maxRecord: 131_072,
     rekeyBytes: 2 ** 30,
     pingInterval: 25_000,
+    resume: 60_000,
     services: ['smtp', 'pop3'],
     replica: 'gw-1',
   });

@@ -103,9 +103,9 @@ describe('decodeFrames rejects', () => {
   });
 
   it('an unknown frame type with ERR_FRAME_UNKNOWN_TYPE', () => {
-    for (const type of [0x00, 0x0c, 0x7f, 0xff]) rejects(rawFrame(type, 1), ErrorCode.FRAME_UNKNOWN_TYPE);
+    for (const type of [0x00, 0x0f, 0x7f, 0xff]) rejects(rawFrame(type, 1), ErrorCode.FRAME_UNKNOWN_TYPE);
     // Also after a valid frame: the record is rejected as a whole.
-    rejects(Buffer.concat([rawFrame(FrameType.FIN, 1), rawFrame(0x0c, 0)]), ErrorCode.FRAME_UNKNOWN_TYPE);
+    rejects(Buffer.concat([rawFrame(FrameType.FIN, 1), rawFrame(0x0f, 0)]), ErrorCode.FRAME_UNKNOWN_TYPE);
   });
 
   it('a session frame with a non-zero stream id with ERR_FRAME_MALFORMED', () => {

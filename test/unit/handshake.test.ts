@@ -43,6 +43,7 @@ const body: WelcomeBody = {
   maxRecord: 128 * 1024,
   rekeyBytes: 1024 ** 3,
   pingInterval: 25_000,
+  resume: 60_000,
   services: ['smtp', 'pop3', 'nntp'],
 };
 

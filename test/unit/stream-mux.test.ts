@@ -27,6 +27,7 @@ function makeMux(role: 'client' | 'server', options: { window?: number; maxRecor
     windowBytes: options.window ?? 1024,
     maxRecordBytes: options.maxRecord ?? 4096,
     maxStreams: options.maxStreams ?? 8,
+    resumable: false,
     sink,
     onOpen: (stream) => opened.push(stream),
     onSessionFrame: () => undefined,
