@@ -43,6 +43,8 @@ export interface ServiceTarget {
 export interface ClientEntry {
   name: string;
   publicKey: PublicIdentity;
+  /** Absolute path of the public JWK file, when the key came from one (watched with `watch: true`). */
+  keyFile?: string;
   /** Service names this client may open; "*" in the file is expanded to every configured service. */
   services: string[];
 }
@@ -58,6 +60,7 @@ export interface Limits {
   maxSessionsPerClient: number;
   backendConnectTimeoutMs: number;
   drainTimeoutMs: number;
+  resumeWindowMs: number;
 }
 export interface ServerConfig {
   listen: { host: string; port: number };
@@ -73,8 +76,25 @@ export interface ServerConfig {
   limits: Limits;
   replica?: string;
   log: LogOptions;
+  /**
+   * The admin listener (/metrics, /admin status page, /admin/api/status): its
+   * own HTTP server, never the public one. Absent: no admin listener.
+   */
+  admin?: AdminConfig;
+  /** Reload clients and services when the config file or a client key file changes (as SIGHUP does). Parsed configs always set it. */
+  watch?: boolean;
   /** Absolute path of the file this came from, when it came from a file (SIGHUP reloads it). */
   configPath?: string;
+}
+export interface AdminConfig {
+  listen: { host: string; port: number };
+  /** When set, every admin request needs `Authorization: Bearer TOKEN` (or Basic auth with TOKEN as the password). */
+  token?: string;
+}
+/** Defaults that come from the environment, which this module never reads itself (the CLI passes them in). */
+export interface ServerConfigDefaults {
+  /** Log format when the file does not set `log.format`; the CLI picks "pretty" when stdout is a terminal. */
+  logFormat?: LogFormat;
 }
 export interface ForwardSpec {
   host: string;
@@ -92,11 +112,35 @@ export interface ClientOptions {
   reconnect: { initialDelayMs: number; maxDelayMs: number; maxAttempts: number };
   headers: Record<string, string>;
   log: LogOptions;
+  /** PEM file whose certificates replace the default trust store for wss:// (like curl --cacert). */
+  ca?: string;
+  /** Skip TLS certificate verification; a warning is logged on every connect. */
+  insecure?: boolean;
+  /** HTTP proxy for the WebSocket (CONNECT): `http://[USER:PASSWORD@]HOST[:PORT]`. Absent: connect directly. */
+  proxy?: string;
+  /** Hosts that skip the proxy, NO_PROXY syntax: comma list of names (suffix match), IPs, CIDRs, `host:port`, or `*`. */
+  noProxy?: string;
+  /** Proxy authentication other than Basic credentials in the proxy URL. */
+  proxyAuth?: ProxyAuthOptions;
+}
+export const PROXY_AUTH_SCHEMES = ['basic', 'ntlm'] as const;
+export type ProxyAuthScheme = (typeof PROXY_AUTH_SCHEMES)[number];
+export interface ProxyAuthOptions {
+  scheme: ProxyAuthScheme;
+  /** The account name, without the domain. */
+  user: string;
+  /** NTLM domain (`CORP`); empty for a UPN user or Basic. */
+  domain: string;
+  /** The password, from REFLECTOR_PROXY_PASSWORD or the proxy URL; never from a flag. */
+  password?: string;
+  /** A file whose first line is the password, read at every connect; wins over `password`. */
+  passwordFile?: string;
 }
 /** Client settings before defaults: what a client.yaml or the flags provide. Paths are absolute. */
-export type ClientInput = Partial<Omit<ClientOptions, 'reconnect' | 'log'>> & {
+export type ClientInput = Partial<Omit<ClientOptions, 'reconnect' | 'log' | 'proxyAuth'>> & {
   reconnect?: Partial<ClientOptions['reconnect']>;
   log?: Partial<LogOptions>;
+  proxyAuth?: Partial<Omit<ProxyAuthOptions, 'password'>>;
 };
 
 // ---------------------------------------------------------------- messages
@@ -190,9 +234,10 @@ const serviceName = z.string(expect('a service name')).regex(SERVICE_NAME_PATTER
   error: (issue) => `invalid service name ${show(issue.input)} (expected lowercase letters, digits, ".", "_" or "-", at most 63 characters)`,
 });
 const aead = z.enum(['node', 'noble'], expect('"node" or "noble"'));
+/** Server `log`: the format stays unset when the file has none, so the caller's default (a terminal: pretty) applies. */
 const logOptions = mapping({
   level: z.enum(LOG_LEVELS, expect(`one of ${LOG_LEVELS.join(', ')}`)).default('info'),
-  format: z.enum(LOG_FORMATS, expect('"json" or "pretty"')).default('json'),
+  format: z.enum(LOG_FORMATS, expect('"json" or "pretty"')).optional(),
 }).prefault({});
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
@@ -277,10 +322,16 @@ const limitBounds: Record<keyof Limits, [number, number]> = {
   maxSessionsPerClient: [1, 1_000_000],
   backendConnectTimeoutMs: [10, 600_000],
   drainTimeoutMs: [0, 86_400_000],
+  resumeWindowMs: [0, 86_400_000],
 };
 const limitsShape = Object.fromEntries(
   Object.entries(limitBounds).map(([key, [min, max]]) => [key, integer(min, max).default(Defaults[key as keyof Limits])]),
 ) as { [K in keyof Limits]: z.ZodDefault<ReturnType<typeof integer>> };
+
+/** The admin listener's port when `admin.listen.port` is not given (the OpenTelemetry Prometheus exporter's). */
+export const DEFAULT_ADMIN_PORT = 9464;
+/** Shortest admin token accepted: long enough that guessing it over the network is hopeless. */
+export const MIN_ADMIN_TOKEN_LENGTH = 16;
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$/;
 const serverSchema = mapping({
@@ -313,16 +364,31 @@ const serverSchema = mapping({
   limits: mapping(limitsShape).prefault({}),
   replica: z.string(expect('a replica name')).regex(/^[A-Za-z0-9._-]{1,64}$/, expect('a replica name (letters, digits, ".", "_", "-")')).optional(),
   log: logOptions,
+  admin: mapping({
+    listen: mapping({ host: host.default('127.0.0.1'), port: port(0).default(DEFAULT_ADMIN_PORT) }).prefault({}),
+    token: z
+      .string(expect(`a bearer token of at least ${MIN_ADMIN_TOKEN_LENGTH} characters`))
+      .min(MIN_ADMIN_TOKEN_LENGTH, { error: (issue) => `expected a bearer token of at least ${MIN_ADMIN_TOKEN_LENGTH} characters, got ${String((issue.input as string).length)} characters` })
+      .regex(/^[\x21-\x7e]+$/, { error: 'expected a bearer token of printable ASCII characters without spaces' })
+      .optional(),
+  }).optional(),
+  watch: z.boolean(expect('true or false')).default(false),
 });
 
-export async function loadServerConfig(file: string): Promise<ServerConfig> {
+
+export async function loadServerConfig(file: string, defaults: ServerConfigDefaults = {}): Promise<ServerConfig> {
   const raw = await readYamlFile(file);
-  const config = await parseServerConfig(raw, file, path.dirname(path.resolve(file)));
+  const config = await parseServerConfig(raw, file, path.dirname(path.resolve(file)), defaults);
   return { ...config, configPath: path.resolve(file) };
 }
 
 /** Validates a parsed document; relative paths are resolved against `baseDir`. */
-export async function parseServerConfig(raw: unknown, source: string, baseDir: string): Promise<ServerConfig> {
+export async function parseServerConfig(
+  raw: unknown,
+  source: string,
+  baseDir: string,
+  defaults: ServerConfigDefaults = {},
+): Promise<ServerConfig> {
   const parsed = serverSchema.safeParse(raw);
   if (!parsed.success) throw zodConfigError(parsed.error, source);
   const input = parsed.data;
@@ -360,12 +426,27 @@ export async function parseServerConfig(raw: unknown, source: string, baseDir: s
       else if (name in services) allowed.add(name);
       else throw fail([...at, 'services', i], `unknown service ${JSON.stringify(name)} (configured: ${serviceNames.join(', ') || 'none'})`);
     }
-    clients.push({ name: entry.name, publicKey, services: [...allowed] });
+    clients.push({
+      name: entry.name,
+      publicKey,
+      services: [...allowed],
+      ...(entry.keyFile === undefined ? {} : { keyFile: path.resolve(baseDir, entry.keyFile) }),
+    });
   }
 
   const { limits } = input;
   if (limits.idleTimeoutMs <= limits.pingIntervalMs) {
     throw fail(['limits', 'idleTimeoutMs'], `expected more than limits.pingIntervalMs (${limits.pingIntervalMs}), got ${limits.idleTimeoutMs}`);
+  }
+  const { admin } = input;
+  if (admin !== undefined) {
+    if (admin.token === undefined && !isLoopbackHost(admin.listen.host)) {
+      throw fail(['admin', 'token'], `missing (expected a bearer token: admin.listen.host ${admin.listen.host} is not a loopback address, so the admin listener would be open to the network)`);
+    }
+    const sameHost = admin.listen.host === input.listen.host || isWildcard(admin.listen.host) || isWildcard(input.listen.host);
+    if (sameHost && admin.listen.port !== 0 && admin.listen.port === input.listen.port) {
+      throw fail(['admin', 'listen', 'port'], `expected a port other than listen.port (${input.listen.port}): the admin listener never shares the public one`);
+    }
   }
   const absolute = (file: string) => path.resolve(baseDir, file);
   return {
@@ -379,8 +460,24 @@ export async function parseServerConfig(raw: unknown, source: string, baseDir: s
     clients,
     limits,
     ...(input.replica === undefined ? {} : { replica: input.replica }),
-    log: input.log,
+    log: { level: input.log.level, format: input.log.format ?? defaults.logFormat ?? 'json' },
+    ...(admin === undefined
+      ? {}
+      : { admin: { listen: admin.listen, ...(admin.token === undefined ? {} : { token: admin.token }) } }),
+    watch: input.watch,
   };
+}
+
+/** 127.0.0.0/8, ::1, and "localhost": addresses only this machine reaches. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost' || host === '::1' || host === '0:0:0:0:0:0:0:1') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host);
+  return mapped !== null && mapped[1]!.startsWith('127.');
+}
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
 }
 
 /**
@@ -408,6 +505,7 @@ async function clientKey(
 // ---------------------------------------------------------------- client
 
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const PROXY_EXPECTED = 'an http:// proxy URL or "none"';
 const RESERVED_HEADER = /^(connection|upgrade|host|sec-websocket-.*)$/i;
 const clientSchema = mapping({
   url: z.string(expect('a ws:// or wss:// URL')).refine(isWebSocketUrl, expect('a ws:// or wss:// URL')),
@@ -433,7 +531,59 @@ const clientSchema = mapping({
     level: z.enum(LOG_LEVELS, expect(`one of ${LOG_LEVELS.join(', ')}`)),
     format: z.enum(LOG_FORMATS, expect('"json" or "pretty"')),
   }).partial(),
+  ca: filePath,
+  insecure: z.boolean(expect('true or false')),
+  proxy: z.string(expect(PROXY_EXPECTED)).transform((input, ctx) => {
+    if (input === 'none') return input;
+    const proxy = parseProxyUrl(input);
+    if (typeof proxy !== 'string') return proxy.href;
+    ctx.addIssue({ code: 'custom', input, message: `expected ${PROXY_EXPECTED}, got ${show(redactUrl(input))}${proxy === '' ? '' : ` (${proxy})`}` });
+    return z.NEVER;
+  }),
+  noProxy: z.string(expect('a comma-separated list of hosts')),
+  proxyAuth: mapping({
+    scheme: z.enum(PROXY_AUTH_SCHEMES, expect('"basic" or "ntlm"')),
+    user: text('a user name'),
+    domain: z.string(expect('a domain name')),
+    passwordFile: filePath,
+  }).partial(),
 }).partial();
+
+/** `proxy:3128` → `http://proxy:3128/`; or why it is not a proxy Reflector can use. */
+export function parseProxyUrl(input: string): URL | string {
+  let url: URL;
+  try {
+    url = new URL(/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(input) ? input : `http://${input}`);
+  } catch {
+    return '';
+  }
+  if (url.protocol === 'https:') return 'https:// proxies are not supported; the tunnel inside an http:// proxy is still TLS';
+  if (url.protocol !== 'http:') return `${url.protocol}// proxies are not supported, only http://`;
+  if (url.hostname === '') return 'no host';
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '') return 'a proxy URL has no path';
+  return url;
+}
+
+/** The URL with any password replaced by "***", for messages. */
+function redactUrl(input: string): string {
+  return input.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/[^:/@]*):[^@/]*@/, '$1:***@');
+}
+
+/**
+ * The proxy the environment names for a ws:// or wss:// URL, like curl:
+ * wss uses https_proxy, then HTTPS_PROXY; ws uses http_proxy (never
+ * HTTP_PROXY, which a CGI request can set); both fall back to all_proxy,
+ * ALL_PROXY. Empty values count as unset.
+ */
+export function proxyFromEnv(url: string, env: NodeJS.ProcessEnv): { variable: string; value: string } | undefined {
+  const secure = url.startsWith('wss:');
+  const names = secure ? ['https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY'] : ['http_proxy', 'all_proxy', 'ALL_PROXY'];
+  for (const variable of names) {
+    const value = env[variable];
+    if (value !== undefined && value.trim() !== '') return { variable, value: value.trim() };
+  }
+  return undefined;
+}
 
 function isWebSocketUrl(value: string): boolean {
   try {
@@ -460,6 +610,10 @@ export function parseClientInput(
   const baseDir = options.baseDir ?? process.cwd();
   if (input.identity !== undefined) input.identity = path.resolve(baseDir, input.identity);
   if (input.knownServers !== undefined) input.knownServers = path.resolve(baseDir, input.knownServers);
+  if (input.ca !== undefined) input.ca = path.resolve(baseDir, input.ca);
+  if (input.proxyAuth?.passwordFile !== undefined) {
+    input.proxyAuth = { ...input.proxyAuth, passwordFile: path.resolve(baseDir, input.proxyAuth.passwordFile) };
+  }
   return input;
 }
 
@@ -477,6 +631,7 @@ export function mergeClientInputs(...inputs: ClientInput[]): ClientInput {
       headers: { ...merged.headers, ...defined(input.headers ?? {}) },
       reconnect: { ...merged.reconnect, ...defined(input.reconnect ?? {}) },
       log: { ...merged.log, ...defined(input.log ?? {}) },
+      proxyAuth: { ...merged.proxyAuth, ...defined(input.proxyAuth ?? {}) },
     });
   }
   return merged;
@@ -508,6 +663,67 @@ export function resolveClientOptions(input: ClientInput, source: string, env: No
     reconnect,
     headers: checked.headers ?? {},
     log: { level: 'info', format: 'json', ...defined(checked.log ?? {}) },
+    ...(checked.ca === undefined ? {} : { ca: checked.ca }),
+    ...(checked.insecure === true ? { insecure: true } : {}),
+    ...resolveProxy(checked, source, env),
+  };
+}
+
+/**
+ * The proxy settings: `proxy` (or the environment when it is unset; "none"
+ * means direct), `noProxy` (or NO_PROXY), and the proxy credentials, whose
+ * password comes from a file, REFLECTOR_PROXY_PASSWORD, or the proxy URL.
+ */
+function resolveProxy(
+  checked: ClientInput & { url?: string },
+  source: string,
+  env: NodeJS.ProcessEnv,
+): Pick<ClientOptions, 'proxy' | 'noProxy' | 'proxyAuth'> {
+  let proxy: URL | undefined;
+  if (checked.proxy === undefined) {
+    const fromEnv = proxyFromEnv(checked.url ?? '', env);
+    if (fromEnv !== undefined) {
+      const parsed = parseProxyUrl(fromEnv.value);
+      if (typeof parsed === 'string') {
+        throw new ConfigError(`${fromEnv.variable}: expected an http:// proxy URL, got ${show(redactUrl(fromEnv.value))}${parsed === '' ? '' : ` (${parsed})`}`);
+      }
+      proxy = parsed;
+    }
+  } else if (checked.proxy !== 'none') {
+    proxy = new URL(checked.proxy);
+  }
+  const noProxy = checked.noProxy ?? (env.no_proxy || env.NO_PROXY || undefined);
+  const auth = checked.proxyAuth ?? {};
+  const fail = (message: string) => configError(source, ['proxyAuth'], message);
+  if (auth.scheme === undefined) {
+    if (auth.user !== undefined || auth.domain !== undefined || auth.passwordFile !== undefined) {
+      throw fail('missing the scheme (--proxy-auth basic|ntlm, or "scheme" in the config file)');
+    }
+    return { ...(proxy === undefined ? {} : { proxy: proxy.href }), ...(noProxy === undefined ? {} : { noProxy }) };
+  }
+  let user = auth.user ?? (env.REFLECTOR_PROXY_USER || undefined) ?? (proxy?.username ? decodeURIComponent(proxy.username) : undefined);
+  let domain = auth.domain ?? (env.REFLECTOR_PROXY_DOMAIN || undefined);
+  const slash = user?.indexOf('\\') ?? -1;
+  if (user !== undefined && slash >= 0) {
+    domain ??= user.slice(0, slash);
+    user = user.slice(slash + 1);
+  }
+  if (user === undefined || user === '') {
+    throw fail('missing the proxy user (--proxy-user [DOMAIN\\]USER, REFLECTOR_PROXY_USER, or the user in the proxy URL)');
+  }
+  const password = env.REFLECTOR_PROXY_PASSWORD ?? (proxy?.password ? decodeURIComponent(proxy.password) : undefined);
+  if (auth.passwordFile === undefined && password === undefined) {
+    throw fail('missing the proxy password (--proxy-password-file FILE, REFLECTOR_PROXY_PASSWORD, or the password in the proxy URL)');
+  }
+  return {
+    ...(proxy === undefined ? {} : { proxy: proxy.href }),
+    ...(noProxy === undefined ? {} : { noProxy }),
+    proxyAuth: {
+      scheme: auth.scheme,
+      user,
+      domain: auth.scheme === 'ntlm' ? (domain ?? '') : '',
+      ...(auth.passwordFile === undefined ? { password: password! } : { passwordFile: auth.passwordFile }),
+    },
   };
 }
 
