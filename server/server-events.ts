@@ -12,6 +12,9 @@ export interface ServerEventMap {
   'auth.failure': [{ address: string; code: string; reason: string }];
   'session.open': [{ id: string; client: string; address: string }];
   'session.close': [{ id: string; client: string; code: number; durationMs: number; errorCode?: string }];
+  'session.suspend': [{ id: string; client: string; streams: number }];
+  'session.resume': [{ id: string; client: string; streams: number }];
+  'session.resume-refused': [{ client: string; code: number }];
   'stream.open': [{ session: string; client: string; service: string; latencyMs: number }];
   'stream.refused': [{ session: string; client: string; service: string; reason: StreamRefusalReason }];
   'stream.close': [

@@ -205,6 +205,7 @@ export class ReflectorServer {
       fresh.session.sendFrame({ type: 'RESUME_FAIL', streamId: 0, code, reason });
       fresh.session.mux.flush();
       log.warn({ event: 'session.resume.refused', code, reason: detail }, `resume refused: ${detail}`);
+      this.events.emit('session.resume-refused', { client: fresh.client.name, code });
     };
     if (target === undefined || target.session.isClosed) {
       return refuse(ResumeFailCode.UNKNOWN_SESSION, 'no such session here', `no session ${frame.sessionId.toString('base64url')} on this server`);
@@ -231,6 +232,7 @@ export class ReflectorServer {
       { event: 'session.resumed', session: target.id, streams: target.session.mux.streamCount },
       `session ${target.id} resumed with ${target.session.mux.streamCount} streams`,
     );
+    this.events.emit('session.resume', { id: target.id, client: target.client.name, streams: target.session.mux.streamCount });
   }
 
   private async handleConnection(ws: WebSocket, info: ConnectionInfo): Promise<void> {
@@ -319,6 +321,7 @@ export class ReflectorServer {
         { event: 'session.suspend', code: suspendInfo.code, streams: live.session.mux.streamCount, resumeWindowMs: limits.resumeWindowMs },
         `connection lost (${suspendInfo.code}); keeping ${live.session.mux.streamCount} streams for ${limits.resumeWindowMs} ms`,
       );
+      this.events.emit('session.suspend', { id: live.id, client: live.client.name, streams: live.session.mux.streamCount });
       live.suspendTimer = setTimeout(() => live.session.expire(), limits.resumeWindowMs);
       live.suspendTimer.unref();
     });
