@@ -8,7 +8,9 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseDocument } from 'yaml';
+import { checkDialFiles } from '../client/dialer.js';
 import { connect, runStdio } from '../client/index.js';
+import { LiveStatusLine, StatusReporter, StatusTracker } from '../client/status-line.js';
 import { createServer } from '../server/index.js';
 import {
   LOG_FORMATS,
@@ -23,6 +25,7 @@ import {
   type LogFormat,
   type LogLevel,
   type ServerConfig,
+  type ServerConfigDefaults,
 } from '../shared/config-schema.js';
 import { ConfigError, ErrorCode, ExitCode, exitCodeFor, ReflectorError } from '../shared/errors.js';
 import { generateIdentity, loadPrivateKeyFile, loadPublicKeyFile, writeIdentityFiles } from '../shared/keys.js';
@@ -100,7 +103,9 @@ async function runServer(
   flags: LogFlags,
   portHint?: (port: number) => string,
 ): Promise<RunningServer> {
-  const config = await loadServerConfig(configPath);
+  // JSON lines for log collectors; a readable format when a person watches the terminal.
+  const defaults: ServerConfigDefaults = { logFormat: process.stdout.isTTY ? 'pretty' : 'json' };
+  const config = await loadServerConfig(configPath, defaults);
   const logger = createLogger({
     level: flags.logLevel ?? config.log.level,
     format: flags.logFormat ?? config.log.format,
@@ -108,7 +113,7 @@ async function runServer(
   });
   let server;
   try {
-    server = await createServer(config, { logger });
+    server = await createServer(config, { logger, configDefaults: defaults });
   } catch (error) {
     const cause = error instanceof Error ? (error.cause as NodeJS.ErrnoException | undefined) : undefined;
     if (portHint !== undefined && cause?.code === 'EADDRINUSE') {
@@ -132,14 +137,8 @@ async function runServer(
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('SIGHUP', () => {
-    loadServerConfig(configPath).then(
-      (next) => running.reload(next),
-      (error: unknown) =>
-        logger.error(
-          { event: 'config.reload_failed', err: error instanceof ReflectorError ? error.message : error },
-          `reload failed, keeping the current configuration: ${error instanceof Error ? error.message : String(error)}`,
-        ),
-    );
+    // Logs a rejected file itself and keeps the config in force.
+    running.operations.reloadConfigFile('SIGHUP').catch(fail);
   });
   return { config, address: running.address, url: running.url };
 }
@@ -156,6 +155,15 @@ interface ConnectFlags extends LogFlags {
   aead?: 'node' | 'noble';
   header?: string[];
   maxRetries?: number;
+  ca?: string;
+  insecure?: boolean;
+  proxy?: string;
+  proxyAuth?: 'basic' | 'ntlm';
+  proxyUser?: string;
+  proxyDomain?: string;
+  proxyPasswordFile?: string;
+  statusJson?: boolean;
+  quiet?: boolean;
 }
 
 const FLAG_LABELS: Record<string, string> = {
@@ -165,6 +173,9 @@ const FLAG_LABELS: Record<string, string> = {
   knownServers: '--known-servers',
   stdio: '--stdio',
   aead: '--aead',
+  ca: '--ca',
+  insecure: '--insecure',
+  proxy: '--proxy',
 };
 
 async function runConnect(url: string | undefined, flags: ConnectFlags): Promise<void> {
@@ -181,22 +192,70 @@ async function runConnect(url: string | undefined, flags: ConnectFlags): Promise
       headers: Object.fromEntries((flags.header ?? []).map(parseHeaderFlag)),
       reconnect: flags.maxRetries === undefined ? {} : { maxAttempts: flags.maxRetries },
       log: { level: flags.logLevel, format: flags.logFormat },
+      ca: flags.ca,
+      insecure: flags.insecure,
+      proxy: flags.proxy,
+      proxyAuth: {
+        scheme: flags.proxyAuth,
+        user: flags.proxyUser,
+        domain: flags.proxyDomain,
+        passwordFile: flags.proxyPasswordFile,
+      },
     },
     '',
     { labels: FLAG_LABELS },
   );
-  const options = resolveClientOptions(mergeClientInputs(fromFile, fromFlags), flags.config ?? '');
+  const merged = mergeClientInputs(fromFile, fromFlags);
+  // Logs go to stderr: readable when a person watches it, JSON lines otherwise, unless the file or a flag says.
+  if (merged.log?.format === undefined && process.stderr.isTTY) merged.log = { ...merged.log, format: 'pretty' };
+  const options = resolveClientOptions(merged, flags.config ?? '');
   if (options.forwards.length === 0 && options.stdio === undefined) {
     throw new ConfigError('nothing to forward: pass at least one -L [HOST:]PORT=SERVICE or --stdio SERVICE', {
       code: ErrorCode.USAGE,
     });
   }
-  // stdout may carry --stdio data: logs always go to stderr.
-  const logger: Logger = createLogger({ ...options.log, destination: 'stderr', name: 'reflector' });
-  const client = await connect(options, { logger });
+  await checkDialFiles(options);
+  if (flags.statusJson && options.stdio !== undefined) {
+    throw new ConfigError('--status-json: stdout carries the --stdio stream; use one or the other', { code: ErrorCode.USAGE });
+  }
+  // A live status line when a person watches stdout; --status-json for scripts; log lines only otherwise.
+  const statusMode = flags.statusJson
+    ? 'json'
+    : flags.quiet !== true && options.stdio === undefined && process.stdout.isTTY
+      ? 'line'
+      : undefined;
+  const line = statusMode === 'line' ? new LiveStatusLine(process.stdout) : undefined;
+  // stdout may carry --stdio data: logs always go to stderr (through the live line, which keeps itself below them).
+  const logger: Logger = createLogger({
+    ...options.log,
+    destination: line ? line.logDestination(process.stderr) : 'stderr',
+    name: 'reflector',
+  });
+  const server = new URL(options.url);
+  const serverName = `${server.hostname}:${server.port || (server.protocol === 'wss:' ? '443' : '80')}`;
+  line?.render(`… connecting to ${serverName}`);
+  let client;
+  try {
+    client = await connect(options, { logger });
+  } catch (error) {
+    line?.finish(); // the error goes on a line of its own
+    throw error;
+  }
+  const reporter =
+    statusMode === undefined
+      ? undefined
+      : new StatusReporter(new StatusTracker(client, serverName), {
+          mode: statusMode,
+          out: process.stdout,
+          ...(line ? { line } : {}),
+        });
+  const running = client;
   const stop = (signal: NodeJS.Signals): void => {
     logger.info({ event: 'client.signal', signal }, `${signal}: closing`);
-    client.close().then(() => process.exit(ExitCode.OK), fail);
+    running.close().then(() => {
+      reporter?.stop();
+      process.exit(ExitCode.OK);
+    }, fail);
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
@@ -205,7 +264,11 @@ async function runConnect(url: string | undefined, flags: ConnectFlags): Promise
     await Promise.race([client.done, runStdio(client, options.stdio)]);
     await client.close();
   } else {
-    await client.done;
+    try {
+      await client.done;
+    } finally {
+      reporter?.stop();
+    }
   }
   process.exit(ExitCode.OK);
 }
@@ -358,7 +421,16 @@ function buildProgram(versionText: string): Command {
       .option('--config <file>', 'client YAML config (see deploy/client.example.yaml); flags override it')
       .addOption(new Option('--aead <backend>', 'record-layer cipher implementation').choices(['node', 'noble']))
       .option('--header <header>', "extra request header 'Name: value' (repeatable)", collect)
-      .option('--max-retries <n>', 'give up after N failed connection attempts in a row (0: never)', nonNegativeInteger),
+      .option('--max-retries <n>', 'give up after N failed connection attempts in a row (0: never)', nonNegativeInteger)
+      .option('--ca <file>', 'PEM certificates to trust for wss://, instead of the default store (like curl --cacert)')
+      .option('--insecure', "do not verify the gateway's TLS certificate (warns on every connect)")
+      .option('--proxy <url>', 'HTTP proxy http://[USER:PASSWORD@]HOST:PORT, or "none" (default: https_proxy/HTTPS_PROXY, honoring NO_PROXY)')
+      .addOption(new Option('--proxy-auth <scheme>', 'proxy authentication; Basic needs no flag when the proxy URL has USER:PASSWORD').choices(['basic', 'ntlm']))
+      .option('--proxy-user <user>', 'proxy user, [DOMAIN\\]USER (default: REFLECTOR_PROXY_USER, or the proxy URL)')
+      .option('--proxy-domain <domain>', 'NTLM domain (default: REFLECTOR_PROXY_DOMAIN, or DOMAIN\\ in --proxy-user)')
+      .option('--proxy-password-file <file>', 'file whose first line is the proxy password (or set REFLECTOR_PROXY_PASSWORD)')
+      .option('--status-json', 'write the status to stdout as one JSON object per line (on changes, at most once a second)')
+      .option('-q, --quiet', 'no live status line on a terminal: log lines only'),
   ).action(runConnect);
 
   logOptions(

@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
+  DEFAULT_ADMIN_PORT,
   defaultKnownServers,
+  MIN_ADMIN_TOKEN_LENGTH,
   loadClientConfig,
   loadServerConfig,
   mergeClientInputs,
@@ -210,6 +212,74 @@ describe('parseServerConfig errors', () => {
     const config = await parse({ services: { smtp: '[::1]:25' }, clients: [], trustProxy: ['loopback', '10.0.0.0/8'] });
     assert.deepEqual(config.services.smtp, { host: '::1', port: 25 });
     assert.equal(config.trustProxy, 'loopback, 10.0.0.0/8');
+  });
+});
+
+describe('server admin, watch and log format', () => {
+  const base = (): Record<string, unknown> => ({
+    hostKey: 'host.jwk',
+    services: { smtp: '127.0.0.1:25' },
+    clients: [{ name: 'alice', key: alice.publicJwk, services: ['smtp'] }],
+  });
+  const parse = (changes: Record<string, unknown>, defaults = {}) =>
+    parseServerConfig({ ...base(), ...changes }, 'server.yaml', dir, defaults);
+
+  it('has no admin listener and no watch unless asked', async () => {
+    const config = await parse({});
+    assert.equal(config.admin, undefined);
+    assert.equal(config.watch, false);
+  });
+
+  it('puts the admin listener on loopback by default', async () => {
+    const config = await parse({ admin: {}, watch: true });
+    assert.deepEqual(config.admin, { listen: { host: '127.0.0.1', port: DEFAULT_ADMIN_PORT } });
+    assert.equal(config.watch, true);
+  });
+
+  it('keeps an admin token and accepts a non-loopback admin listener with one', async () => {
+    const token = 'x'.repeat(MIN_ADMIN_TOKEN_LENGTH);
+    const config = await parse({ admin: { listen: { host: '0.0.0.0', port: 9100 }, token } });
+    assert.deepEqual(config.admin, { listen: { host: '0.0.0.0', port: 9100 }, token });
+  });
+
+  const cases: [string, Record<string, unknown>, string][] = [
+    [
+      'an admin listener open to the network without a token',
+      { admin: { listen: { host: '0.0.0.0' } } },
+      'server.yaml: admin.token: missing (expected a bearer token: admin.listen.host 0.0.0.0 is not a loopback address, so the admin listener would be open to the network)',
+    ],
+    ['a short admin token', { admin: { token: 'hunter2' } }, 'server.yaml: admin.token: expected a bearer token of at least 16 characters, got 7 characters'],
+    ['an admin token with a space', { admin: { token: 'correct horse battery staple' } }, 'server.yaml: admin.token: expected a bearer token of printable ASCII characters without spaces'],
+    [
+      'the admin listener on the public port',
+      { listen: { port: 8080 }, admin: { listen: { port: 8080 } } },
+      'server.yaml: admin.listen.port: expected a port other than listen.port (8080): the admin listener never shares the public one',
+    ],
+    ['an unknown admin key', { admin: { tokne: 'x' } }, 'server.yaml: admin: unknown key "tokne" (expected one of: listen, token)'],
+    ['watch as a string', { watch: 'yes' }, 'server.yaml: watch: expected true or false, got "yes"'],
+  ];
+  for (const [what, changes, expected] of cases) {
+    it(`rejects ${what} in one sentence`, async () => {
+      assert.equal(await rejectsWith(parse(changes)), expected);
+    });
+  }
+
+  it('never repeats the admin token in an error', async () => {
+    const message = await rejectsWith(parse({ admin: { token: 'sekrit-token' } }));
+    assert.ok(!message.includes('sekrit'), message);
+  });
+
+  it('takes the log format from the file, else from the caller\'s default, else json', async () => {
+    assert.equal((await parse({})).log.format, 'json');
+    assert.equal((await parse({}, { logFormat: 'pretty' })).log.format, 'pretty');
+    assert.equal((await parse({ log: { format: 'json' } }, { logFormat: 'pretty' })).log.format, 'json');
+  });
+
+  it('remembers where each client key file is (watch reloads when it changes)', async () => {
+    const file = await configFile(validServer());
+    const config = await loadServerConfig(file);
+    assert.equal(config.clients[0]!.keyFile, path.join(dir, 'clients', 'alice.jwk.pub'));
+    assert.equal(config.clients[1]!.keyFile, undefined, 'an inline key has no file');
   });
 });
 
