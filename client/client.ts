@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { URL } from 'node:url';
 import type { ClientOptions, ForwardSpec } from '../shared/config-schema.js';
+import { OpenFailCode } from '../shared/constants.js';
 import { ErrorCode, ReflectorError, StreamError } from '../shared/errors.js';
 import type { Identity } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
@@ -34,6 +35,9 @@ const WAIT_FOR_SESSION_MS = 30_000;
 
 export interface ClientStatus {
   state: ClientState;
+  /** Payload bytes received from / sent to the server over every session so far (always set by ReflectorClient). */
+  bytesIn?: number;
+  bytesOut?: number;
   serverKey?: string;
   lastError?: string;
   retryInMs?: number;
@@ -54,6 +58,8 @@ export class ReflectorClient {
   private readonly backoff: Backoff;
   private readonly hostPort: string;
   private lastError: string | undefined;
+  /** Byte counts of sessions that ended, so status totals never go back. */
+  private readonly closedBytes = { in: 0, out: 0 };
   private retryTimer: NodeJS.Timeout | undefined;
   private wakeRetry: ((why: 'goaway' | 'lost' | 'closed') => void) | undefined;
   private settleDone!: { resolve: () => void; reject: (error: unknown) => void };
@@ -87,8 +93,13 @@ export class ReflectorClient {
     return this.listenersOwner.bound;
   }
   get status(): ClientStatus {
+    const live = [this.current?.session, this.suspended?.session, ...this.draining].filter(
+      (session): session is SecureSession => session !== undefined,
+    );
     return {
       state: this.currentState,
+      bytesIn: this.closedBytes.in + live.reduce((n, s) => n + s.bytesOpened, 0),
+      bytesOut: this.closedBytes.out + live.reduce((n, s) => n + s.bytesSealed, 0),
       ...(this.current ? { serverKey: this.current.serverKey } : {}),
       ...(this.lastError ? { lastError: this.lastError } : {}),
       streams: (this.current?.session.mux.streamCount ?? 0) + [...this.draining].reduce((n, s) => n + s.mux.streamCount, 0),
@@ -281,6 +292,8 @@ export class ReflectorClient {
       this.wakeRetry?.('goaway');
     });
     session.once('close', (info: { code: number; error?: ReflectorError }) => {
+      this.closedBytes.in += session.bytesOpened;
+      this.closedBytes.out += session.bytesSealed;
       this.draining.delete(session);
       if (this.current?.session === session) {
         this.current = undefined;
@@ -380,36 +393,52 @@ export class ReflectorClient {
     });
   }
 
-  /** A local connection on a -L listener: give it a stream as soon as a session exists. */
+  /**
+   * A local connection on a -L listener: give it a stream as soon as a session
+   * exists. The socket stays paused until OPEN_OK (the protocol sends nothing
+   * before it), so an OPEN refused because the server began draining can be
+   * retried on the next session without losing a byte.
+   */
   private acceptLocal(socket: net.Socket, spec: ForwardSpec): void {
     socket.on('error', () => {
       // Errors before the bridge takes over end in 'close'; the bridge logs its own.
     });
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.sessionForNewStream(WAIT_FOR_SESSION_MS).then(
-      ({ session }) => {
+    const drop = (reason: string): void => {
+      this.logger.warn({ event: 'stream.dropped', service: spec.service, peer }, `dropped local connection from ${peer}: ${reason}`);
+      socketEndpoint(socket).abort();
+    };
+    const attempt = (triesLeft: number): void => {
+      this.sessionForNewStream(WAIT_FOR_SESSION_MS).then(({ session }) => {
         if (socket.destroyed) return;
         const stream = session.openStream(spec.service);
         const log = this.logger.child({ stream: stream.id, service: spec.service, peer });
-        stream.once('reset', (error: StreamError) => {
-          if (error.code === ErrorCode.OPEN_FAILED) {
+        const onReset = (error: StreamError): void => {
+          if (error.code === ErrorCode.OPEN_FAILED && error.wireCode === OpenFailCode.DRAINING && triesLeft > 0) {
+            log.info({ event: 'stream.retry' }, 'server draining: opening the stream on a fresh session');
+            attempt(triesLeft - 1);
+          } else if (error.code === ErrorCode.OPEN_FAILED) {
             log.warn({ event: 'stream.refused', code: error.wireCode }, `${error.message}; closed the local connection from ${peer}`);
+            socketEndpoint(socket).abort();
+          } else {
+            drop(error.message);
           }
+        };
+        stream.once('reset', onReset);
+        stream.once('open', () => {
+          stream.off('reset', onReset);
+          bridge(stream, socketEndpoint(socket), {
+            onClose: (summary) =>
+              log.debug(
+                { event: 'stream.close', bytesOut: summary.bytesOut, bytesIn: summary.bytesIn, outcome: summary.outcome },
+                'stream closed',
+              ),
+          });
+          socket.resume();
         });
-        bridge(stream, socketEndpoint(socket), {
-          onClose: (summary) =>
-            log.debug(
-              { event: 'stream.close', bytesOut: summary.bytesOut, bytesIn: summary.bytesIn, outcome: summary.outcome },
-              'stream closed',
-            ),
-        });
-        socket.resume();
-      },
-      (error: ReflectorError) => {
-        this.logger.warn({ event: 'stream.dropped', service: spec.service, peer }, `dropped local connection from ${peer}: ${error.message}`);
-        socketEndpoint(socket).abort();
-      },
-    );
+      }, (error: ReflectorError) => drop(error.message));
+    };
+    attempt(3);
   }
 
   private async shutdown(fatal?: ReflectorError): Promise<void> {

@@ -33,8 +33,14 @@ export interface SessionInfo {
   address: string;
   since: Date;
   streams: number;
+  /** Streams whose sender waits for flow-control credit or for the WebSocket to drain. */
+  stalledStreams: number;
+  /** 'suspended' while the connection is lost and the session waits for a RESUME. */
+  state: 'open' | 'suspended' | 'closed';
   bytesIn: number;
   bytesOut: number;
+  /** Live per-stream byte counts (tunnel → backend is bytesIn). */
+  openStreams: Array<{ id: number; service: string; bytesIn: number; bytesOut: number }>;
 }
 
 interface LiveSession {
@@ -119,8 +125,16 @@ export class ReflectorServer {
       address: live.address,
       since: live.since,
       streams: live.session.mux.streamCount,
+      stalledStreams: [...live.session.mux.openStreams].filter((stream) => stream.bufferedBytes > 0).length,
+      state: live.session.state,
       bytesIn: live.session.bytesOpened,
       bytesOut: live.session.bytesSealed,
+      openStreams: [...live.session.mux.openStreams].map((stream) => ({
+        id: stream.id,
+        service: stream.service,
+        bytesIn: stream.bytesReceived,
+        bytesOut: stream.bytesSent,
+      })),
     }));
   }
 
