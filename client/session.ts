@@ -82,6 +82,13 @@ export function establishSession(options: SessionAttemptOptions): Promise<Establ
       maxPayload: PROTOCOL_MAX_RECORD_BYTES + AEAD_TAG_BYTES,
       headers: options.headers,
       handshakeTimeout: options.handshakeTimeoutMs,
+      // RFC 6455 masking stops a hostile page from choosing the bytes a transparent
+      // proxy sees. Every byte we send is either our own handshake JSON or AEAD
+      // ciphertext, which nobody can choose, so an all-zero mask is safe — and it
+      // lets ws skip a copy-and-XOR of every outgoing byte.
+      generateMask: (mask: Buffer) => {
+        mask.fill(0);
+      },
       // The dialer connects (directly or through a proxy) and finishes TLS before ws sends the upgrade.
       createConnection: createConnectionFor(url, { ...options.dial, timeoutMs: options.handshakeTimeoutMs }) as unknown as WebSocket.ClientOptions['createConnection'],
     });
