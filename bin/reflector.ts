@@ -100,12 +100,18 @@ interface RunningServer {
 /** Starts the gateway from a config file and keeps it running until a signal. */
 async function runServer(
   configPath: string,
-  flags: LogFlags,
+  flags: LogFlags & { replica?: string },
   portHint?: (port: number) => string,
 ): Promise<RunningServer> {
   // JSON lines for log collectors; a readable format when a person watches the terminal.
   const defaults: ServerConfigDefaults = { logFormat: process.stdout.isTTY ? 'pretty' : 'json' };
-  const config = await loadServerConfig(configPath, defaults);
+  const loaded = await loadServerConfig(configPath, defaults);
+  // Replicas share one config file; each names itself (e.g. the pod name) so resumes route back to it.
+  const replica = flags.replica ?? process.env.REFLECTOR_REPLICA;
+  if (replica !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(replica)) {
+    throw new ConfigError(`--replica: expected 1-64 characters of [A-Za-z0-9._-], got ${JSON.stringify(replica.slice(0, 80))}`);
+  }
+  const config = replica === undefined ? loaded : { ...loaded, replica };
   const logger = createLogger({
     level: flags.logLevel ?? config.log.level,
     format: flags.logFormat ?? config.log.format,
@@ -403,8 +409,9 @@ function buildProgram(versionText: string): Command {
     program
       .command('server')
       .description('run the gateway (SIGTERM/SIGINT drain, SIGHUP reloads clients and services)')
-      .requiredOption('--config <file>', 'server YAML config (see deploy/server.example.yaml)'),
-  ).action(async (flags: LogFlags & { config: string }) => {
+      .requiredOption('--config <file>', 'server YAML config (see deploy/server.example.yaml)')
+      .option('--replica <name>', 'name of this replica in WELCOME, for routing resumes back to it (default: REFLECTOR_REPLICA, or `replica` in the config)'),
+  ).action(async (flags: LogFlags & { config: string; replica?: string }) => {
     await runServer(flags.config, flags);
   });
 
