@@ -447,10 +447,13 @@ export class ReflectorClient {
     clearTimeout(this.retryTimer);
     this.wakeRetry?.('closed');
     for (const wake of [...this.waiting]) wake(undefined);
-    this.current?.session.close(1000);
+    // Cleared first, so the sessions' close handlers do not take this for a lost session.
+    const current = this.current;
+    const suspended = this.suspended;
     this.current = undefined;
-    this.suspended?.session.close(1000);
     this.clearSuspended();
+    current?.session.close(1000);
+    suspended?.session.close(1000);
     for (const session of this.draining) session.close(1000);
     await this.listenersOwner.close();
     if (fatal) {

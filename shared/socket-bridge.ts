@@ -64,7 +64,9 @@ export function bridge(stream: TunnelStream, endpoint: BridgeEndpoint, options: 
   const onReadableData = (chunk: Buffer): void => {
     if (!stream.write(chunk)) readable.pause();
   };
+  let localReadEnded = false;
   const onReadableEnd = (): void => {
+    localReadEnded = true;
     stream.end();
   };
   const onLocalError = (error: Error): void => {
@@ -73,8 +75,11 @@ export function bridge(stream: TunnelStream, endpoint: BridgeEndpoint, options: 
     stream.reset(options.localFailureCode ?? ResetCode.CANCEL);
     endpoint.abort();
   };
-  const onLocalClose = (): void => {
-    // A socket that closes before both directions finished was cut off.
+  const onLocalClose = (hadError?: boolean): void => {
+    // EOF both ways, then a clean close: our FIN may still wait behind DATA for
+    // credit; the bytes are in the stream, not the socket, so let them go out.
+    if (!hadError && localReadEnded && writable.writableFinished) return;
+    // Any other close before both directions finished means the socket was cut off.
     if (stream.state !== 'closed') {
       stream.reset(options.localFailureCode ?? ResetCode.CANCEL);
     }
