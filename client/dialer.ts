@@ -11,6 +11,7 @@
  * Which proxy applies (flag, config, HTTPS_PROXY…) is decided when the options
  * are resolved (shared/config-schema.ts); NO_PROXY is matched here, per URL.
  */
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import net, { BlockList, isIP } from 'node:net';
 import tls from 'node:tls';
@@ -131,7 +132,12 @@ export function createConnectionFor(
 ): (requestOptions: unknown, done: (error: Error | null, socket?: net.Socket) => void) => undefined {
   return (_requestOptions, done) => {
     dial(new URL(url), options).then(
-      (socket) => done(null, socket),
+      (socket) => {
+        // Between here and http.ClientRequest attaching its own 'error' handler (next tick), an error must not
+        // crash the process; the request reports a failed socket itself.
+        socket.on('error', () => undefined);
+        done(null, socket);
+      },
       (error: Error) => done(error),
     );
     return undefined;
@@ -149,8 +155,8 @@ export async function dial(url: URL, options: DialOptions): Promise<net.Socket> 
   const credentials = proxy === undefined ? undefined : await proxyCredentials(proxy, options.proxyAuth);
   const socket =
     proxy === undefined
-      ? await connectDirect(target, url, options.timeoutMs)
-      : await connectThroughProxy({ proxy, target, timeoutMs: options.timeoutMs, ...(credentials ? { credentials } : {}) });
+      ? await connectDirect(target, url, left())
+      : await connectThroughProxy({ proxy, target, timeoutMs: left(), ...(credentials ? { credentials } : {}) });
   if (url.protocol !== 'wss:') return socket;
   if (options.insecure === true) {
     options.onInsecure?.(
@@ -241,7 +247,8 @@ export function describeTlsError(error: NodeJS.ErrnoException, host: string, caF
     return `TLS certificate not trusted (${reason})${hint}`;
   }
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
-    const names = /list: (.*)$/.exec(error.message)?.[1];
+    // Node: "...: IP: 10.0.0.1 is not in the cert's list: 127.0.0.1" or "...: Host: a. is not in the cert's altnames: DNS:b".
+    const names = /cert's (?:list|altnames|CN): (.*)$/.exec(error.message)?.[1];
     return `TLS certificate is not valid for ${host}${names === undefined ? '' : ` (it names ${names})`}`;
   }
   if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG') {
@@ -258,14 +265,18 @@ async function readCa(file: string): Promise<Buffer> {
   } catch (error) {
     throw new ConfigError(`--ca ${file}: cannot read the file (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
   }
-  if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
-    throw new ConfigError(`--ca ${file}: expected PEM certificates ("-----BEGIN CERTIFICATE-----")`);
-  }
-  try {
-    tls.createSecureContext({ ca: pem });
-  } catch (error) {
-    throw new ConfigError(`--ca ${file}: not a valid PEM certificate (${(error as Error).message})`, { cause: error });
-  }
+  const blocks = pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new ConfigError(`--ca ${file}: expected PEM certificates ("-----BEGIN CERTIFICATE-----")`);
+  // OpenSSL skips a broken certificate in a CA list silently; say which one it is instead.
+  blocks.forEach((block, index) => {
+    try {
+      new X509Certificate(block);
+    } catch (error) {
+      throw new ConfigError(`--ca ${file}: certificate ${index + 1} of ${blocks.length} is not a valid PEM certificate (${(error as Error).message})`, {
+        cause: error,
+      });
+    }
+  });
   return pem;
 }
 

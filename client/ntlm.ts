@@ -100,8 +100,16 @@ export function parseType2Message(token: string): NtlmChallenge {
   const flags = message.readUInt32LE(20);
   const challenge = Buffer.from(message.subarray(24, 32));
   const unicode = (flags & NtlmFlag.UNICODE) !== 0;
-  const targetName = decodeString(readSecurityBuffer(message, 12, 'target name'), unicode);
-  const targetInfo = message.length >= 48 ? readSecurityBuffer(message, 40, 'target info') : Buffer.alloc(0);
+  // The target name is informational; some servers (squid's ntlm_fake_auth) send a bogus offset. Ignore it then.
+  let targetName = '';
+  try {
+    targetName = decodeString(readSecurityBuffer(message, 12, 'target name'), unicode);
+  } catch (error) {
+    if (!(error instanceof NtlmMessageError)) throw error;
+  }
+  // The target info goes into the NTLMv2 response, so it must be well formed — when the flag says it is there.
+  const targetInfo =
+    (flags & NtlmFlag.TARGET_INFO) !== 0 && message.length >= 48 ? readSecurityBuffer(message, 40, 'target info') : Buffer.alloc(0);
   validateAvPairs(targetInfo);
   return { flags, challenge, targetName, targetInfo: Buffer.from(targetInfo) };
 }

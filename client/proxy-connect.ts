@@ -199,8 +199,12 @@ class ResponseReader {
   private waiter: (() => void) | undefined;
   private failure: Error | undefined;
   private ended = false;
-  private readonly onData = (chunk: Buffer): void => {
-    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+  // 'readable' rather than 'data': removing the listener leaves the socket neither flowing nor paused, so
+  // whoever takes it next (http.ClientRequest for ws://) starts it with its own 'data' listener.
+  private readonly onReadable = (): void => {
+    for (let chunk = this.socket.read() as Buffer | null; chunk !== null; chunk = this.socket.read() as Buffer | null) {
+      this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    }
     this.wake();
   };
   private readonly onEnd = (): void => {
@@ -219,7 +223,7 @@ class ResponseReader {
     private readonly socket: net.Socket,
     private readonly name: string,
   ) {
-    socket.on('data', this.onData);
+    socket.on('readable', this.onReadable);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
@@ -227,8 +231,7 @@ class ResponseReader {
 
   /** Stops reading and puts back any bytes past the last response (they are the tunnel's). */
   release(): void {
-    this.socket.pause();
-    this.socket.off('data', this.onData);
+    this.socket.off('readable', this.onReadable);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);
     this.socket.off('error', this.onError);

@@ -711,7 +711,7 @@ function resolveProxy(
   if (user === undefined || user === '') {
     throw fail('missing the proxy user (--proxy-user [DOMAIN\\]USER, REFLECTOR_PROXY_USER, or the user in the proxy URL)');
   }
-  const password = env.REFLECTOR_PROXY_PASSWORD ?? (proxy?.password ? decodeURIComponent(proxy.password) : undefined);
+  const password = (env.REFLECTOR_PROXY_PASSWORD || undefined) ?? (proxy?.password ? decodeURIComponent(proxy.password) : undefined);
   if (auth.passwordFile === undefined && password === undefined) {
     throw fail('missing the proxy password (--proxy-password-file FILE, REFLECTOR_PROXY_PASSWORD, or the password in the proxy URL)');
   }
