@@ -216,6 +216,7 @@ export class ReflectorServer {
   private resume(fresh: LiveSession, frame: FrameOf<'RESUME'>, log: Logger): void {
     const target = [...this.sessions].find((live) => live !== fresh && live.session.sessionId.equals(frame.sessionId));
     const refuse = (code: number, reason: string, detail: string): void => {
+      fresh.session.mux.flush(); // RESUME_FAIL travels alone in its record
       fresh.session.sendFrame({ type: 'RESUME_FAIL', streamId: 0, code, reason });
       fresh.session.mux.flush();
       log.warn({ event: 'session.resume.refused', code, reason: detail }, `resume refused: ${detail}`);
@@ -283,8 +284,10 @@ export class ReflectorServer {
       return;
     }
     const sessionId = keys.sessionId.toString('base64url');
-    const clientSessions = [...this.sessions].filter((live) => live.client.thumbprint === client.thumbprint).length;
-    if (clientSessions >= this.config.limits.maxSessionsPerClient) {
+    const mine = [...this.sessions].filter((live) => live.client.thumbprint === client.thumbprint);
+    const clientSessions = mine.filter((live) => live.session.state === 'open').length;
+    // A suspended session must not stop its own resume; suspended ones are bounded by the resume window.
+    if (clientSessions >= this.config.limits.maxSessionsPerClient || mine.length >= 2 * this.config.limits.maxSessionsPerClient) {
       log.warn(
         { event: 'auth.limited', client: client.name, sessions: clientSessions },
         `refused session of ${client.name}: ${clientSessions} sessions already open`,

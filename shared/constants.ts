@@ -48,7 +48,7 @@ export const RESUME_ENTRY_BYTES = 13;
 export const ResumeFlag = {
   /** This side received the peer's FIN on the stream. */
   FIN_RECEIVED: 0x01,
-  /** Client: OPEN_OK arrived (the stream is open from the client's view). */
+  /** The stream is past OPEN_OK: the client received it, or the server sent it. */
   OPENED: 0x02,
 } as const;
 

@@ -186,6 +186,8 @@ export class SecureSession extends EventEmitter {
   attach(transport: SessionTransport): void {
     if (this.currentState === 'closed') throw new Error('attach to a closed session');
     if (this.currentState === 'open') this.suspend({ code: CloseCode.IDLE_TIMEOUT, by: 'local' });
+    // Frames queued while suspended describe a connection that is gone; resume rebuilds them.
+    this.mux.discardQueued();
     this.transport = transport;
     this.currentState = 'open';
     this.outstandingBytes = 0;

@@ -184,9 +184,13 @@ export class StreamMux implements StreamHost {
   reconcile(peerEntries: readonly ResumeEntry[]): void {
     const peer = new Map(peerEntries.map((entry) => [entry.streamId, entry]));
     for (const entry of peerEntries) {
-      if (entry.streamId > this.lastStreamId) {
+      if (entry.streamId <= this.lastStreamId) continue;
+      // The server may never have seen an OPEN lost with the old connection: that
+      // stream is reset below like any other one-sided stream, and its id is spent.
+      if (this.options.role !== 'server') {
         throw new ProtocolError(ErrorCode.STREAM_UNKNOWN, `resume names stream ${entry.streamId}, which was never opened`);
       }
+      this.lastStreamId = entry.streamId;
     }
     const lost = new StreamError(ErrorCode.SESSION_CLOSED, 'the stream did not survive the reconnection', ResetCode.SESSION_CLOSED);
     for (const stream of [...this.streams.values()]) {
