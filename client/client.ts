@@ -9,23 +9,20 @@
  *        └─ fatal ─────────┴──────────────────────────> closed (done rejects)
  */
 import { EventEmitter } from 'node:events';
-import type net from 'node:net';
 import { URL } from 'node:url';
-import type { ClientOptions, ForwardSpec } from '../shared/config-schema.js';
-import { OpenFailCode } from '../shared/constants.js';
+import type { ClientOptions } from '../shared/config-schema.js';
 import { ErrorCode, ReflectorError, StreamError } from '../shared/errors.js';
 import type { Identity } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
 import type { SecureSession } from '../shared/secure-session.js';
-import { bridge, socketEndpoint } from '../shared/socket-bridge.js';
 import type { TunnelStream } from '../shared/tunnel-stream.js';
 import { dialOptionsFor } from './dialer.js';
 import { checkKnownServer, checkPinnedServer, verifyKnownServer } from './known-servers.js';
 import { LocalListeners, type BoundListener } from './listeners.js';
 import { Backoff } from './reconnect.js';
 import { ConnectError, establishSession, isFatal, type EstablishedSession } from './session.js';
-import { resumeProof } from '../shared/resume.js';
-import type { FrameOf } from '../shared/frames.js';
+import { forwardLocalConnection } from './local-forwarding.js';
+import { requestResume } from './resume-request.js';
 
 export type ClientState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
@@ -112,7 +109,12 @@ export class ReflectorClient {
    * a server that is merely unreachable is retried in the background.
    */
   async start(): Promise<void> {
-    await this.listenersOwner.bind(this.options.forwards, (socket, spec) => this.acceptLocal(socket, spec));
+    await this.listenersOwner.bind(this.options.forwards, (socket, spec) =>
+      forwardLocalConnection(socket, spec, {
+        sessionForNewStream: () => this.sessionForNewStream(WAIT_FOR_SESSION_MS),
+        logger: this.logger,
+      }),
+    );
     for (const { spec, address } of this.listeners) {
       this.logger.info(
         { event: 'listener.bound', service: spec.service, address },
@@ -204,48 +206,10 @@ export class ReflectorClient {
    */
   private async resumeOver(fresh: EstablishedSession): Promise<ReflectorError | undefined> {
     const old = this.suspended!;
-    const { session } = fresh;
-    const outcome = await new Promise<{ ok: true } | { ok: false; why: string } | undefined>(
-      (resolve) => {
-        const done = (value: Parameters<typeof resolve>[0]): void => {
-          clearTimeout(timer);
-          session.removeAllListeners('resume-ok');
-          session.removeAllListeners('resume-fail');
-          session.off('close', onClose);
-          resolve(value);
-        };
-        const onClose = (): void => done(undefined);
-        const timer = setTimeout(() => {
-          session.close(1000);
-          done(undefined);
-        }, HANDSHAKE_TIMEOUT_MS);
-        // Runs synchronously while the RESUME_OK record is handled, so the very
-        // next record already reaches the old session.
-        session.once('resume-ok', (frame: FrameOf<'RESUME_OK'>) => {
-          old.session.attach(session.detachTransport());
-          // Before any later record: DATA carries no offset, so the rewind must precede new bytes.
-          try {
-            old.session.mux.reconcile(frame.streams);
-          } catch (error) {
-            old.session.fail(error);
-          }
-          done({ ok: true });
-        });
-        session.once('resume-fail', (frame: FrameOf<'RESUME_FAIL'>) => done({ ok: false, why: frame.reason || `code ${frame.code}` }));
-        session.once('close', onClose);
-        session.sendFrame({
-          type: 'RESUME',
-          streamId: 0,
-          sessionId: old.session.sessionId,
-          proof: resumeProof(old.session.resumptionSecret, old.session.sessionId, session.transcript),
-          streams: old.session.mux.resumeEntries(),
-        });
-        session.mux.flush();
-      },
-    );
-    if (outcome === undefined) return new ConnectError(`${this.options.url}: the connection closed while resuming`);
+    const outcome = await requestResume(old.session, fresh.session, HANDSHAKE_TIMEOUT_MS);
+    if ('lost' in outcome) return new ConnectError(`${this.options.url}: the connection closed while resuming`);
     this.clearSuspended();
-    if (outcome.ok) {
+    if (outcome.resumed) {
       this.logger.info(
         { event: 'session.resumed', streams: old.session.mux.streamCount },
         `resumed the session with ${old.session.mux.streamCount} streams`,
@@ -253,7 +217,10 @@ export class ReflectorClient {
       this.adopt({ ...old, welcome: fresh.welcome });
       return undefined;
     }
-    this.logger.warn({ event: 'session.resume.refused', reason: outcome.why }, `could not resume the session (${outcome.why}); its streams are reset`);
+    this.logger.warn(
+      { event: 'session.resume.refused', reason: outcome.reason },
+      `could not resume the session (${outcome.reason}); its streams are reset`,
+    );
     old.session.expire();
     this.watch(fresh);
     this.adopt(fresh);
@@ -391,54 +358,6 @@ export class ReflectorClient {
       }, waitMs);
       this.waiting.add(wake);
     });
-  }
-
-  /**
-   * A local connection on a -L listener: give it a stream as soon as a session
-   * exists. The socket stays paused until OPEN_OK (the protocol sends nothing
-   * before it), so an OPEN refused because the server began draining can be
-   * retried on the next session without losing a byte.
-   */
-  private acceptLocal(socket: net.Socket, spec: ForwardSpec): void {
-    socket.on('error', () => {
-      // Errors before the bridge takes over end in 'close'; the bridge logs its own.
-    });
-    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    const drop = (reason: string): void => {
-      this.logger.warn({ event: 'stream.dropped', service: spec.service, peer }, `dropped local connection from ${peer}: ${reason}`);
-      socketEndpoint(socket).abort();
-    };
-    const attempt = (triesLeft: number): void => {
-      this.sessionForNewStream(WAIT_FOR_SESSION_MS).then(({ session }) => {
-        if (socket.destroyed) return;
-        const stream = session.openStream(spec.service);
-        const log = this.logger.child({ stream: stream.id, service: spec.service, peer });
-        const onReset = (error: StreamError): void => {
-          if (error.code === ErrorCode.OPEN_FAILED && error.wireCode === OpenFailCode.DRAINING && triesLeft > 0) {
-            log.info({ event: 'stream.retry' }, 'server draining: opening the stream on a fresh session');
-            attempt(triesLeft - 1);
-          } else if (error.code === ErrorCode.OPEN_FAILED) {
-            log.warn({ event: 'stream.refused', code: error.wireCode }, `${error.message}; closed the local connection from ${peer}`);
-            socketEndpoint(socket).abort();
-          } else {
-            drop(error.message);
-          }
-        };
-        stream.once('reset', onReset);
-        stream.once('open', () => {
-          stream.off('reset', onReset);
-          bridge(stream, socketEndpoint(socket), {
-            onClose: (summary) =>
-              log.debug(
-                { event: 'stream.close', bytesOut: summary.bytesOut, bytesIn: summary.bytesIn, outcome: summary.outcome },
-                'stream closed',
-              ),
-          });
-          socket.resume();
-        });
-      }, (error: ReflectorError) => drop(error.message));
-    };
-    attempt(3);
   }
 
   private async shutdown(fatal?: ReflectorError): Promise<void> {
