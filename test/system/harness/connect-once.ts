@@ -6,21 +6,10 @@
  */
 import path from 'node:path';
 import { freePort, run } from './child-process.js';
-import { CLI, ensureBuilt, parseLogLine, type ReflectorKeys } from './reflector-processes.js';
+import { CLI, ensureBuilt, NO_PROXY_ENV, parseLogLine, type ReflectorKeys } from './reflector-processes.js';
 
-/** Every proxy variable the client reads, set empty (empty counts as unset), so only what a test sets applies. */
-export const NO_PROXY_ENV: Readonly<NodeJS.ProcessEnv> = Object.freeze({
-  https_proxy: '',
-  HTTPS_PROXY: '',
-  http_proxy: '',
-  all_proxy: '',
-  ALL_PROXY: '',
-  no_proxy: '',
-  NO_PROXY: '',
-  REFLECTOR_PROXY_USER: '',
-  REFLECTOR_PROXY_DOMAIN: '',
-  REFLECTOR_PROXY_PASSWORD: '',
-});
+/** Re-exported: reflector-processes.ts defines it (startClientProcess applies it too). */
+export { NO_PROXY_ENV };
 
 export interface ConnectAttempt {
   code: number;

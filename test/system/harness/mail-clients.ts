@@ -5,7 +5,7 @@
  * nntplib for NNTP. Each returns what it saw; the tests compare bytes.
  */
 import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { run, type RunResult } from './child-process.js';
 import { program, pythonModule, SYSTEM_PYTHON, type Requirement } from './requirements.js';
 
@@ -56,6 +56,31 @@ export async function swaksSendWithAttachment(message: SwaksMessage): Promise<Ru
     { timeoutMs: 150_000 },
   );
   return check(result, 'swaks');
+}
+
+/**
+ * swaks sends `message` (a whole message with CRLF line ends) as the DATA,
+ * through `--data @file`: swaks dot-stuffs it and always ends DATA with
+ * CRLF "." CRLF after the file, so `file` gets the message without its final
+ * CRLF, and the MTA receives exactly `message`.
+ */
+export async function swaksSendMessage(options: { port: number; from: string; to: string; message: Buffer; file: string }): Promise<RunResult> {
+  if (!options.message.subarray(-2).equals(Buffer.from('\r\n'))) throw new Error('swaksSendMessage: the message must end with CRLF');
+  await writeFile(options.file, options.message.subarray(0, -2));
+  const result = await run(
+    'swaks',
+    [
+      '--server', LOOPBACK,
+      '--port', String(options.port),
+      '--from', options.from,
+      '--to', options.to,
+      '--data', `@${options.file}`,
+      '--suppress-data',
+      '--timeout', '120s',
+    ],
+    { timeoutMs: 150_000 },
+  );
+  return check(result, 'swaks --data');
 }
 
 /** curl uploads `file` byte for byte as the DATA of one message (curl does the dot-stuffing). */

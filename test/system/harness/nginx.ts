@@ -111,8 +111,15 @@ export interface ReflectorSiteOptions {
   /** The TLS port nginx listens on (127.0.0.1). */
   port: number;
   tls: { cert: string; key: string };
-  /** Ports of the gateways behind it (127.0.0.1), one upstream server line each. */
+  /** Ports of the gateways behind it (127.0.0.1), one server line each in the pool new sessions go to. */
   upstreams: readonly number[];
+  /**
+   * Replica name → its port (one of `upstreams`), as the site's map routes
+   * resumes: a request with `X-Reflector-Replica: NAME` goes to that port
+   * first, and to the other upstreams as `backup`. Default: no names (every
+   * request goes to the pool).
+   */
+  replicas?: Readonly<Record<string, number>>;
   /** The public tunnel path; default /tunnel. */
   publicPath?: string;
   /** The gateway's `path`; when it differs from publicPath, nginx rewrites (proxy_pass with a URI). Default /tunnel. */
@@ -132,13 +139,50 @@ function replaceOnce(text: string, pattern: RegExp, replacement: string, what: s
   return text.replace(pattern, replacement);
 }
 
+/** The site's upstream for the resumes of replica `name` (gw-1 → reflector_gw_1, as in the shipped file). */
+export function replicaUpstreamName(name: string): string {
+  return `reflector_${name.replace(/[^A-Za-z0-9_]/g, '_')}`;
+}
+
+/**
+ * The shipped upstream blocks and replica map, regenerated for the test's
+ * gateways: the pool (reflector_gateway), one upstream per named replica
+ * (that replica, then the others as backup) and the map from
+ * X-Reflector-Replica to those upstreams. Every other line of the site is
+ * the shipped one.
+ */
+function renderUpstreams(site: string, options: ReflectorSiteOptions): string {
+  const line = (port: number, backup = false) => `    server 127.0.0.1:${port}${backup ? ' backup' : ''};`;
+  const pool = ['upstream reflector_gateway {', ...options.upstreams.map((port) => line(port)), '}'].join('\n');
+  const replicas = Object.entries(options.replicas ?? {});
+  for (const [name, port] of replicas) {
+    if (!options.upstreams.includes(port)) throw new Error(`replica ${name}: port ${port} is not one of the upstreams ${options.upstreams.join(', ')}`);
+  }
+  const perReplica = replicas.map(([name, port]) =>
+    [`upstream ${replicaUpstreamName(name)} {`, line(port), ...options.upstreams.filter((other) => other !== port).map((other) => line(other, true)), '}'].join('\n'),
+  );
+  const map = [
+    'map $http_x_reflector_replica $reflector_upstream {',
+    '    default reflector_gateway;',
+    ...replicas.map(([name]) => `    ${name} ${replicaUpstreamName(name)};`),
+    '}',
+  ].join('\n');
+  // The shipped per-replica upstreams (every upstream block but the pool) go; ours follow the pool.
+  const shippedPerReplica = /^upstream (?!reflector_gateway )\S+ \{[^}]*\}\n/gm;
+  if ((site.match(shippedPerReplica) ?? []).length === 0) {
+    throw new Error(`${REFLECTOR_SITE}: expected per-replica upstream blocks (upstream reflector_gw_1 { ... }); update test/system/harness/nginx.ts`);
+  }
+  site = site.replace(shippedPerReplica, '');
+  site = replaceOnce(site, /^upstream reflector_gateway \{[^}]*\}/m, [pool, ...perReplica].join('\n'), 'upstream reflector_gateway block');
+  return replaceOnce(site, /^map \$http_x_reflector_replica \$reflector_upstream \{[^}]*\}/m, map, 'X-Reflector-Replica map');
+}
+
 /** deploy/nginx/reflector.conf with the test's ports, certificate, upstreams and paths. */
 export async function renderReflectorSite(options: ReflectorSiteOptions): Promise<string> {
   let site = await readFile(REFLECTOR_SITE, 'utf8');
   const publicPath = options.publicPath ?? '/tunnel';
   const gatewayPath = options.gatewayPath ?? '/tunnel';
-  const upstreams = options.upstreams.map((port) => `server 127.0.0.1:${port};`).join('\n    ');
-  site = replaceOnce(site, /server 127\.0\.0\.1:8080;/, upstreams, 'upstream server line');
+  site = renderUpstreams(site, options);
   site = replaceOnce(site, /listen 443 ssl;/, `listen 127.0.0.1:${options.port} ssl;`, 'IPv4 listen line');
   site = replaceOnce(site, /\n\s*listen \[::\]:443 ssl;/, '', 'IPv6 listen line');
   site = replaceOnce(site, /ssl_certificate\s+\S+;/, `ssl_certificate ${options.tls.cert};`, 'ssl_certificate line');
@@ -147,12 +191,14 @@ export async function renderReflectorSite(options: ReflectorSiteOptions): Promis
   site = replaceOnce(site, /access_log \/var\/log\/nginx\/\S+ reflector;/, `access_log ${options.accessLog} reflector;`, 'access_log line');
   site = replaceOnce(site, /location = \/tunnel \{/, `location = ${publicPath} {`, 'tunnel location');
   if (gatewayPath !== publicPath) {
-    // The first proxy_pass after the tunnel location is the tunnel's.
+    // The first proxy_pass after the tunnel location is the tunnel's. With a
+    // variable in proxy_pass, a URI replaces the whole request URI: the same
+    // as a rewrite here, since the location is an exact match.
     const start = site.indexOf(`location = ${publicPath} {`);
-    const pass = 'proxy_pass http://reflector_gateway;';
+    const pass = 'proxy_pass http://$reflector_upstream;';
     const at = site.indexOf(pass, start);
     if (at < 0) throw new Error(`${REFLECTOR_SITE}: no "${pass}" in the tunnel location; update test/system/harness/nginx.ts`);
-    site = `${site.slice(0, at)}proxy_pass http://reflector_gateway${gatewayPath};${site.slice(at + pass.length)}`;
+    site = `${site.slice(0, at)}proxy_pass http://$reflector_upstream${gatewayPath};${site.slice(at + pass.length)}`;
   }
   if (options.requireHeader !== undefined) {
     const variable = `$http_${options.requireHeader.name.toLowerCase().replaceAll('-', '_')}`;

@@ -158,6 +158,27 @@ export async function settledStreamCloses(child: ServiceProcess, timeoutMs = 10_
   }
 }
 
+// ---------------------------------------------------------------- environment
+
+/**
+ * Every proxy variable the client reads, set empty (empty counts as unset), so
+ * only what a test sets applies: a developer's own http_proxy or HTTPS_PROXY
+ * never captures a test's tunnel. startClientProcess applies it under the
+ * test's own `env`.
+ */
+export const NO_PROXY_ENV: Readonly<NodeJS.ProcessEnv> = Object.freeze({
+  https_proxy: '',
+  HTTPS_PROXY: '',
+  http_proxy: '',
+  all_proxy: '',
+  ALL_PROXY: '',
+  no_proxy: '',
+  NO_PROXY: '',
+  REFLECTOR_PROXY_USER: '',
+  REFLECTOR_PROXY_DOMAIN: '',
+  REFLECTOR_PROXY_PASSWORD: '',
+});
+
 // ---------------------------------------------------------------- server
 
 export interface ServerProcessOptions {
@@ -169,14 +190,23 @@ export interface ServerProcessOptions {
   /** Default 127.0.0.1 and a port the OS picks (read back from the log). */
   listen?: { host: string; port: number };
   path?: string;
+  /** `replica:` in server.yaml (and the file's name). To share one file between replicas, pass `--replica NAME` in `args` instead. */
   replica?: string;
+  /** Extra flags for `reflector server`, e.g. ['--replica', 'gw-1']. */
+  args?: readonly string[];
+  /** Extra environment, e.g. { REFLECTOR_REPLICA: 'gw-1' }. */
+  env?: NodeJS.ProcessEnv;
   trustProxy?: boolean | number | string | string[];
   limits?: Record<string, number>;
   /** Any other top-level server.yaml keys (tls, admin, …). */
   extra?: Record<string, unknown>;
   /** Shown in errors; default "reflector server". */
   name?: string;
-  /** Where server.yaml goes; default keys.dir. */
+  /**
+   * Where server.yaml goes; default keys.dir. Replicas started with the same
+   * options (and no `replica`) share one file: it is written again with the
+   * same content, and each replica listens on a port of its own (port 0).
+   */
   dir?: string;
 }
 
@@ -216,7 +246,12 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
     ...options.extra,
   };
   await writeFile(configPath, stringify(config));
-  const child = new ServiceProcess({ name, command: process.execPath, args: [CLI, 'server', '--config', configPath] });
+  const child = new ServiceProcess({
+    name,
+    command: process.execPath,
+    args: [CLI, 'server', '--config', configPath, ...(options.args ?? [])],
+    env: { ...process.env, ...options.env },
+  });
   try {
     const line = await child.waitForLine(eventLine('server.listening'), 'server.listening log line');
     const url = String(parseLogLine(line)!.url);
@@ -286,7 +321,7 @@ export interface ClientProcessOptions {
   forwards: readonly ForwardRequest[];
   /** Extra flags, e.g. ['--proxy', 'http://127.0.0.1:3128']. */
   args?: readonly string[];
-  /** Extra environment, e.g. { NODE_EXTRA_CA_CERTS: ca.pem }. */
+  /** Extra environment, e.g. { NODE_EXTRA_CA_CERTS: ca.pem }; applied over NO_PROXY_ENV. */
   env?: NodeJS.ProcessEnv;
   name?: string;
 }
@@ -335,7 +370,7 @@ export async function startClientProcess(options: ClientProcessOptions): Promise
     name: options.name ?? 'reflector connect',
     command: process.execPath,
     args,
-    env: { ...process.env, ...options.env },
+    env: { ...process.env, ...NO_PROXY_ENV, ...options.env },
   });
   try {
     for (const forward of options.forwards) {
