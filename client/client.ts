@@ -275,10 +275,11 @@ export class ReflectorClient {
     this.backoff.reset();
     this.current = established;
     this.lastError = undefined;
-    const { serverKey } = established;
+    const { serverKey, welcome } = established;
+    const replica = welcome.replica === undefined ? '' : `, replica ${welcome.replica}`;
     this.logger.info(
-      { event: 'session.open', url: this.options.url, serverKey, services: established.welcome.services },
-      `connected to ${this.options.url} (server key ${serverKey})`,
+      { event: 'session.open', url: this.options.url, serverKey, services: welcome.services, replica: welcome.replica },
+      `connected to ${this.options.url} (server key ${serverKey}${replica})`,
     );
     this.setState('connected');
     for (const wake of [...this.waiting]) wake(established);
