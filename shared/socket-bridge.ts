@@ -75,14 +75,21 @@ export function bridge(stream: TunnelStream, endpoint: BridgeEndpoint, options: 
     stream.reset(options.localFailureCode ?? ResetCode.CANCEL);
     endpoint.abort();
   };
+  // A socket is one object for both directions; stdin/stdout are two.
+  const split = writable !== (readable as unknown);
+  const cutOff = (): void => {
+    if (stream.state !== 'closed') stream.reset(options.localFailureCode ?? ResetCode.CANCEL);
+  };
   const onLocalClose = (hadError?: boolean): void => {
-    // EOF both ways, then a clean close: our FIN may still wait behind DATA for
-    // credit; the bytes are in the stream, not the socket, so let them go out.
-    if (!hadError && localReadEnded && writable.writableFinished) return;
+    // A clean close after EOF: our FIN may still wait behind DATA for credit; the
+    // bytes are in the stream, not the socket, so let them go out. A socket must
+    // also have finished writing; a split reader's close says nothing about its writer.
+    if (!hadError && localReadEnded && (split || writable.writableFinished)) return;
     // Any other close before both directions finished means the socket was cut off.
-    if (stream.state !== 'closed') {
-      stream.reset(options.localFailureCode ?? ResetCode.CANCEL);
-    }
+    cutOff();
+  };
+  const onWritableClose = (): void => {
+    if (!writable.writableFinished) cutOff();
   };
   const onWritableDrain = (): void => {
     if (unacknowledged === 0) return;
@@ -95,8 +102,9 @@ export function bridge(stream: TunnelStream, endpoint: BridgeEndpoint, options: 
   readable.on('end', onReadableEnd);
   readable.on('error', onLocalError);
   readable.on('close', onLocalClose);
-  if (writable !== (readable as unknown)) {
+  if (split) {
     writable.on('error', onLocalError);
+    writable.on('close', onWritableClose);
   }
   writable.on('drain', onWritableDrain);
 
@@ -117,6 +125,7 @@ export function bridge(stream: TunnelStream, endpoint: BridgeEndpoint, options: 
     readable.off('data', onReadableData);
     readable.off('end', onReadableEnd);
     readable.off('close', onLocalClose);
+    writable.off('close', onWritableClose);
     writable.off('drain', onWritableDrain);
     // After FIN both ways the local side finishes flushing and closes itself;
     // any other end (a reset from either side, a lost session) aborts it.
