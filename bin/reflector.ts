@@ -1,35 +1,17 @@
 #!/usr/bin/env node
 /**
- * The `reflector` command. Thin: parse flags, load and validate config, build
- * the library objects, map errors to exit codes. This is the only file that
- * calls process.exit.
+ * The `reflector` command. Thin: parse flags, call the runners (run-server.ts,
+ * run-connect.ts, quickstart.ts) and the library, map errors to exit codes.
+ * This is the only file that calls process.exit.
  */
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
-import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { parseDocument } from 'yaml';
-import { checkDialFiles } from '../client/dialer.js';
-import { connect, runStdio } from '../client/index.js';
-import { LiveStatusLine, StatusReporter, StatusTracker } from '../client/status-line.js';
-import { createServer } from '../server/index.js';
-import {
-  LOG_FORMATS,
-  LOG_LEVELS,
-  loadClientConfig,
-  loadServerConfig,
-  mergeClientInputs,
-  parseClientInput,
-  parseForwardSpec,
-  parseHeaderFlag,
-  resolveClientOptions,
-  type LogFormat,
-  type LogLevel,
-  type ServerConfig,
-  type ServerConfigDefaults,
-} from '../shared/config-schema.js';
-import { ConfigError, ErrorCode, ExitCode, exitCodeFor, ReflectorError } from '../shared/errors.js';
-import { generateIdentity, loadPrivateKeyFile, loadPublicKeyFile, writeIdentityFiles } from '../shared/keys.js';
-import { createLogger, type Logger } from '../shared/logger.js';
+import { ExitCode, exitCodeFor, ReflectorError } from '../shared/errors.js';
+import { generateIdentity, loadPublicKeyFile, writeIdentityFiles } from '../shared/keys.js';
+import { logOptions } from './log-flags.js';
+import { quickstart, type QuickstartFlags } from './quickstart.js';
+import { runConnect, type ConnectFlags } from './run-connect.js';
+import { runServer, type ServerFlags } from './run-server.js';
 
 const EXIT_CODE_HELP: Record<keyof typeof ExitCode, string> = {
   OK: 'success, or a clean shutdown on SIGINT/SIGTERM',
@@ -43,17 +25,6 @@ const EXIT_CODE_HELP: Record<keyof typeof ExitCode, string> = {
 const EXIT_CODES_EPILOGUE = `\nExit codes:\n${Object.entries(EXIT_CODE_HELP)
   .map(([name, text]) => `  ${ExitCode[name as keyof typeof ExitCode]}  ${text}`)
   .join('\n')}\n`;
-
-interface LogFlags {
-  logLevel?: LogLevel;
-  logFormat?: LogFormat;
-}
-
-function logOptions(command: Command): Command {
-  return command
-    .addOption(new Option('--log-level <level>', 'log level (overrides the config file)').choices(LOG_LEVELS))
-    .addOption(new Option('--log-format <format>', 'log format (overrides the config file)').choices(LOG_FORMATS));
-}
 
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
@@ -89,283 +60,10 @@ async function fingerprint(file: string): Promise<void> {
   write(identity.thumbprint);
 }
 
-// ---------------------------------------------------------------- server
-
-interface RunningServer {
-  config: ServerConfig;
-  address: { host: string; port: number };
-  url: string;
-}
-
-/** Starts the gateway from a config file and keeps it running until a signal. */
-async function runServer(
-  configPath: string,
-  flags: LogFlags & { replica?: string },
-  portHint?: (port: number) => string,
-): Promise<RunningServer> {
-  // JSON lines for log collectors; a readable format when a person watches the terminal.
-  const defaults: ServerConfigDefaults = { logFormat: process.stdout.isTTY ? 'pretty' : 'json' };
-  const loaded = await loadServerConfig(configPath, defaults);
-  // Replicas share one config file; each names itself (e.g. the pod name) so resumes route back to it.
-  const replica = flags.replica ?? process.env.REFLECTOR_REPLICA;
-  if (replica !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(replica)) {
-    throw new ConfigError(`--replica: expected 1-64 characters of [A-Za-z0-9._-], got ${JSON.stringify(replica.slice(0, 80))}`);
-  }
-  const config = replica === undefined ? loaded : { ...loaded, replica };
-  const logger = createLogger({
-    level: flags.logLevel ?? config.log.level,
-    format: flags.logFormat ?? config.log.format,
-    name: 'reflector',
-  });
-  let server;
-  try {
-    server = await createServer(config, { logger, configDefaults: defaults });
-  } catch (error) {
-    const cause = error instanceof Error ? (error.cause as NodeJS.ErrnoException | undefined) : undefined;
-    if (portHint !== undefined && cause?.code === 'EADDRINUSE') {
-      const { host, port } = config.listen;
-      throw new ConfigError(`port ${port} on ${host} is already in use; ${portHint(port)}`, { cause: error });
-    }
-    throw error;
-  }
-  const running = server;
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals): void => {
-    if (stopping) {
-      logger.warn({ event: 'server.forced', signal }, `${signal} again: closing now`);
-      running.close().then(() => process.exit(ExitCode.OK), fail);
-      return;
-    }
-    stopping = true;
-    logger.info({ event: 'server.signal', signal }, `${signal}: draining (send it again to close at once)`);
-    running.drain().then(() => process.exit(ExitCode.OK), fail);
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  process.on('SIGHUP', () => {
-    // Logs a rejected file itself and keeps the config in force.
-    running.operations.reloadConfigFile('SIGHUP').catch(fail);
-  });
-  return { config, address: running.address, url: running.url };
-}
-
-// ---------------------------------------------------------------- client
-
-interface ConnectFlags extends LogFlags {
-  identity?: string;
-  serverKey?: string;
-  knownServers?: string;
-  forward?: string[];
-  stdio?: string;
-  config?: string;
-  aead?: 'node' | 'noble';
-  header?: string[];
-  maxRetries?: number;
-  ca?: string;
-  insecure?: boolean;
-  proxy?: string;
-  proxyAuth?: 'basic' | 'ntlm';
-  proxyUser?: string;
-  proxyDomain?: string;
-  proxyPasswordFile?: string;
-  statusJson?: boolean;
-  quiet?: boolean;
-}
-
-const FLAG_LABELS: Record<string, string> = {
-  url: 'URL',
-  identity: '--identity',
-  serverKey: '--server-key',
-  knownServers: '--known-servers',
-  stdio: '--stdio',
-  aead: '--aead',
-  ca: '--ca',
-  insecure: '--insecure',
-  proxy: '--proxy',
-};
-
-async function runConnect(url: string | undefined, flags: ConnectFlags): Promise<void> {
-  const fromFile = flags.config === undefined ? {} : await loadClientConfig(flags.config);
-  const fromFlags = parseClientInput(
-    {
-      url,
-      identity: flags.identity,
-      serverKey: flags.serverKey,
-      knownServers: flags.knownServers,
-      forwards: (flags.forward ?? []).map(parseForwardSpec),
-      stdio: flags.stdio,
-      aead: flags.aead,
-      headers: Object.fromEntries((flags.header ?? []).map(parseHeaderFlag)),
-      reconnect: flags.maxRetries === undefined ? {} : { maxAttempts: flags.maxRetries },
-      log: { level: flags.logLevel, format: flags.logFormat },
-      ca: flags.ca,
-      insecure: flags.insecure,
-      proxy: flags.proxy,
-      proxyAuth: {
-        scheme: flags.proxyAuth,
-        user: flags.proxyUser,
-        domain: flags.proxyDomain,
-        passwordFile: flags.proxyPasswordFile,
-      },
-    },
-    '',
-    { labels: FLAG_LABELS },
-  );
-  const merged = mergeClientInputs(fromFile, fromFlags);
-  // Logs go to stderr: readable when a person watches it, JSON lines otherwise, unless the file or a flag says.
-  if (merged.log?.format === undefined && process.stderr.isTTY) merged.log = { ...merged.log, format: 'pretty' };
-  const options = resolveClientOptions(merged, flags.config ?? '');
-  if (options.forwards.length === 0 && options.stdio === undefined) {
-    throw new ConfigError('nothing to forward: pass at least one -L [HOST:]PORT=SERVICE or --stdio SERVICE', {
-      code: ErrorCode.USAGE,
-    });
-  }
-  await checkDialFiles(options);
-  if (flags.statusJson && options.stdio !== undefined) {
-    throw new ConfigError('--status-json: stdout carries the --stdio stream; use one or the other', { code: ErrorCode.USAGE });
-  }
-  // A live status line when a person watches stdout; --status-json for scripts; log lines only otherwise.
-  const statusMode = flags.statusJson
-    ? 'json'
-    : flags.quiet !== true && options.stdio === undefined && process.stdout.isTTY
-      ? 'line'
-      : undefined;
-  const line = statusMode === 'line' ? new LiveStatusLine(process.stdout) : undefined;
-  // stdout may carry --stdio data: logs always go to stderr (through the live line, which keeps itself below them).
-  const logger: Logger = createLogger({
-    ...options.log,
-    destination: line ? line.logDestination(process.stderr) : 'stderr',
-    name: 'reflector',
-  });
-  const server = new URL(options.url);
-  const serverName = `${server.hostname}:${server.port || (server.protocol === 'wss:' ? '443' : '80')}`;
-  line?.render(`… connecting to ${serverName}`);
-  let client;
-  try {
-    client = await connect(options, { logger });
-  } catch (error) {
-    line?.finish(); // the error goes on a line of its own
-    throw error;
-  }
-  const reporter =
-    statusMode === undefined
-      ? undefined
-      : new StatusReporter(new StatusTracker(client, serverName), {
-          mode: statusMode,
-          out: process.stdout,
-          ...(line ? { line } : {}),
-        });
-  const running = client;
-  const stop = (signal: NodeJS.Signals): void => {
-    logger.info({ event: 'client.signal', signal }, `${signal}: closing`);
-    running.close().then(() => {
-      reporter?.stop();
-      process.exit(ExitCode.OK);
-    }, fail);
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  if (options.stdio !== undefined) {
-    // The stdio stream sets the process lifetime (inetd, ssh ProxyCommand): when it ends, so does the client.
-    await Promise.race([client.done, runStdio(client, options.stdio)]);
-    await client.close();
-  } else {
-    try {
-      await client.done;
-    } finally {
-      reporter?.stop();
-    }
-  }
+/** Exits with OK once `done` resolves; a rejection goes to fail() through the program's catch. */
+async function exitWhen(done: Promise<void>): Promise<void> {
+  await done;
   process.exit(ExitCode.OK);
-}
-
-// ---------------------------------------------------------------- quickstart
-
-const QUICKSTART_SERVICES = { smtp: 25, pop3: 110, nntp: 119 } as const;
-
-function quickstartYaml(port: number): string {
-  const services = Object.entries(QUICKSTART_SERVICES)
-    .map(([name, servicePort]) => `  ${name}: 127.0.0.1:${servicePort}`)
-    .join('\n');
-  return `# Written by \`reflector quickstart\`: a local gateway to try Reflector.
-# See deploy/server.example.yaml for every setting.
-listen: { host: 127.0.0.1, port: ${port} }
-path: /tunnel
-hostKey: host.jwk
-services:
-${services}
-  status: 127.0.0.1:${port}   # the gateway's own HTTP listener (/healthz)
-clients:
-  - name: dev
-    keyFile: client.jwk.pub
-    services: ["*"]
-log: { level: info, format: pretty }
-`;
-}
-
-/** Quotes a path for the printed command line when the shell would split or expand it. */
-function shellWord(text: string): string {
-  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await stat(file);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw new ConfigError(`${file}: cannot be checked (${(error as NodeJS.ErrnoException).code})`, { cause: error });
-  }
-}
-
-async function ensureIdentity(file: string): Promise<void> {
-  if (!(await exists(file))) await writeIdentityFiles(file, await generateIdentity());
-}
-
-/** Writes server.yaml on the first run; later, only moves it to an explicitly requested port. */
-async function ensureServerYaml(file: string, port: number | undefined): Promise<void> {
-  if (!(await exists(file))) {
-    await writeFile(file, quickstartYaml(port ?? 8080), { mode: 0o600 });
-    return;
-  }
-  if (port === undefined) return;
-  const doc = parseDocument(await readFile(file, 'utf8'));
-  const previous: unknown = doc.getIn(['listen', 'port']);
-  if (previous === port || doc.errors.length > 0) return; // a broken file is reported by loadServerConfig
-  doc.setIn(['listen', 'port'], port);
-  if (doc.getIn(['services', 'status']) === `127.0.0.1:${String(previous)}`) doc.setIn(['services', 'status'], `127.0.0.1:${port}`);
-  await writeFile(file, doc.toString());
-}
-
-async function quickstart(flags: LogFlags & { dir: string; port?: number }): Promise<void> {
-  const dir = flags.dir;
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeFile(path.join(dir, '.gitignore'), '*\n');
-  await ensureIdentity(path.join(dir, 'host.jwk'));
-  await ensureIdentity(path.join(dir, 'client.jwk'));
-  const configPath = path.join(dir, 'server.yaml');
-  await ensureServerYaml(configPath, flags.port);
-
-  const hint = (port: number): string =>
-    `pass --port to pick another, e.g. reflector quickstart --port ${port < 65000 ? port + 10 : 18080}`;
-  const running = await runServer(configPath, flags, hint);
-  const host = await loadPrivateKeyFile(running.config.hostKey);
-  const { port } = running.address;
-  const printableHost = running.address.host.includes(':') ? `[${running.address.host}]` : running.address.host;
-  const tunnelUrl = `ws://${printableHost}:${port}${running.config.path}`;
-  write(
-    [
-      '',
-      `Reflector gateway listening on ${running.url}`,
-      `host key thumbprint: ${host.thumbprint}`,
-      '',
-      'In another terminal, connect a client:',
-      `  npx reflector connect ${tunnelUrl} --identity ${shellWord(path.join(dir, 'client.jwk'))} --server-key ${host.thumbprint} -L 127.0.0.1:${port + 1}=status -L 127.0.0.1:2525=smtp`,
-      'then try the tunnel:',
-      `  curl http://127.0.0.1:${port + 1}/healthz`,
-      '',
-    ].join('\n'),
-  );
 }
 
 // ---------------------------------------------------------------- program
@@ -411,8 +109,8 @@ function buildProgram(versionText: string): Command {
       .description('run the gateway (SIGTERM/SIGINT drain, SIGHUP reloads clients and services)')
       .requiredOption('--config <file>', 'server YAML config (see deploy/server.example.yaml)')
       .option('--replica <name>', 'name of this replica in WELCOME, for routing resumes back to it (default: REFLECTOR_REPLICA, or `replica` in the config)'),
-  ).action(async (flags: LogFlags & { config: string; replica?: string }) => {
-    await runServer(flags.config, flags);
+  ).action(async (flags: ServerFlags & { config: string }) => {
+    await exitWhen((await runServer(flags.config, flags)).stopped);
   });
 
   logOptions(
@@ -438,7 +136,9 @@ function buildProgram(versionText: string): Command {
       .option('--proxy-password-file <file>', 'file whose first line is the proxy password (or set REFLECTOR_PROXY_PASSWORD)')
       .option('--status-json', 'write the status to stdout as one JSON object per line (on changes, at most once a second)')
       .option('-q, --quiet', 'no live status line on a terminal: log lines only'),
-  ).action(runConnect);
+  ).action(async (url: string | undefined, flags: ConnectFlags) => {
+    await exitWhen(runConnect(url, flags));
+  });
 
   logOptions(
     program
@@ -446,7 +146,9 @@ function buildProgram(versionText: string): Command {
       .description('create keys and a config in DIR on first run, then start a local gateway and print how to connect')
       .option('--dir <dir>', 'state folder (git-ignored)', '.reflector')
       .option('--port <port>', 'port of the local gateway (default 8080)', portNumber),
-  ).action(quickstart);
+  ).action(async (flags: QuickstartFlags) => {
+    await exitWhen((await quickstart(flags)).stopped);
+  });
 
   return program;
 }

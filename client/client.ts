@@ -10,7 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { URL } from 'node:url';
-import type { ClientOptions } from '../shared/config-schema.js';
+import type { ClientOptions } from '../shared/client-config.js';
 import { ErrorCode, ReflectorError, StreamError } from '../shared/errors.js';
 import type { Identity } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';

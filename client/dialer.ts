@@ -9,16 +9,18 @@
  *                                                                     --insecure: warn) ──> ws upgrade
  *
  * Which proxy applies (flag, config, HTTPS_PROXY…) is decided when the options
- * are resolved (shared/config-schema.ts); NO_PROXY is matched here, per URL.
+ * are resolved (shared/proxy-config.ts); NO_PROXY is matched here, per URL.
  */
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import net, { BlockList, isIP } from 'node:net';
 import tls from 'node:tls';
-import type { ClientOptions, ProxyAuthOptions } from '../shared/config-schema.js';
+import type { ClientOptions } from '../shared/client-config.js';
+import type { ProxyAuthOptions } from '../shared/proxy-config.js';
 import { ConfigError } from '../shared/errors.js';
 import { ConnectError } from './connect-error.js';
 import { connectThroughProxy, describeSocketError, type ProxyCredentials } from './proxy-connect.js';
+import { connectTcp } from './tcp-connect.js';
 
 export interface DialOptions {
   /** PEM file whose certificates replace the default trust store (read at every dial). */
@@ -167,24 +169,12 @@ export async function dial(url: URL, options: DialOptions): Promise<net.Socket> 
 }
 
 function connectDirect(target: { host: string; port: number }, url: URL, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: target.host, port: target.port });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new ConnectError(`${url.href}: connection timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.off('error', onError);
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-    const onError = (error: NodeJS.ErrnoException): void => {
-      clearTimeout(timer);
+  return connectTcp(target, timeoutMs, {
+    timedOut: () => new ConnectError(`${url.href}: connection timed out after ${timeoutMs} ms`),
+    failed: (error) => {
       const hint = error.code === 'ECONNREFUSED' ? ' (is the server running?)' : '';
-      reject(new ConnectError(`${url.href}: ${describeSocketError(error)}${hint}`, { cause: error }));
-    };
-    socket.once('error', onError);
+      return new ConnectError(`${url.href}: ${describeSocketError(error)}${hint}`, { cause: error });
+    },
   });
 }
 

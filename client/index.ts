@@ -1,5 +1,5 @@
 /** The client reflector's library API: what the CLI and the tests call. */
-import type { ClientOptions } from '../shared/config-schema.js';
+import type { ClientOptions } from '../shared/client-config.js';
 import { loadPrivateKeyFile } from '../shared/keys.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { ReflectorClient } from './client.js';

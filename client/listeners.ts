@@ -4,7 +4,7 @@
  * for a session, open a stream) is the client's business.
  */
 import net from 'node:net';
-import type { ForwardSpec } from '../shared/config-schema.js';
+import type { ForwardSpec } from '../shared/forward-spec.js';
 import { ConfigError } from '../shared/errors.js';
 
 export interface BoundListener {

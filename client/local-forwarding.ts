@@ -4,7 +4,7 @@
  * the server began draining is retried on the next session without losing a byte.
  */
 import type net from 'node:net';
-import type { ForwardSpec } from '../shared/config-schema.js';
+import type { ForwardSpec } from '../shared/forward-spec.js';
 import { OpenFailCode } from '../shared/constants.js';
 import { ErrorCode, type ReflectorError, type StreamError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';

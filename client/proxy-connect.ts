@@ -17,6 +17,7 @@
 import net from 'node:net';
 import { ConnectError, ProxyAuthError } from './connect-error.js';
 import { NtlmMessageError, parseType2Message, type1Header, type3Header } from './ntlm.js';
+import { connectTcp } from './tcp-connect.js';
 
 export type ProxyCredentials =
   | { scheme: 'basic'; user: string; password: string }
@@ -147,24 +148,10 @@ export function offeredSchemes(response: { headers: Map<string, string[]> }): st
 }
 
 function openSocket(proxy: URL, name: string, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const host = proxy.hostname.startsWith('[') ? proxy.hostname.slice(1, -1) : proxy.hostname;
-    const socket = net.connect({ host, port: Number(proxy.port || 80) });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new ConnectError(`proxy ${name} unreachable: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.off('error', onError);
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-    const onError = (error: NodeJS.ErrnoException): void => {
-      clearTimeout(timer);
-      reject(new ConnectError(`proxy ${name} unreachable: ${describeSocketError(error)}`, { cause: error }));
-    };
-    socket.once('error', onError);
+  const host = proxy.hostname.startsWith('[') ? proxy.hostname.slice(1, -1) : proxy.hostname;
+  return connectTcp({ host, port: Number(proxy.port || 80) }, timeoutMs, {
+    timedOut: () => new ConnectError(`proxy ${name} unreachable: no answer within ${timeoutMs} ms`),
+    failed: (error) => new ConnectError(`proxy ${name} unreachable: ${describeSocketError(error)}`, { cause: error }),
   });
 }
 

@@ -1,7 +1,7 @@
 /**
- * The client's TLS and proxy settings in shared/config-schema.ts: where the
- * proxy comes from (flag, file, environment), how credentials are gathered,
- * and the one-sentence errors.
+ * The client's TLS and proxy settings in shared/client-config.ts and
+ * shared/proxy-config.ts: where the proxy comes from (flag, file,
+ * environment), how credentials are gathered, and the one-sentence errors.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -12,11 +12,10 @@ import {
   loadClientConfig,
   mergeClientInputs,
   parseClientInput,
-  parseProxyUrl,
-  proxyFromEnv,
   resolveClientOptions,
   type ClientInput,
-} from '../../shared/config-schema.js';
+} from '../../shared/client-config.js';
+import { parseProxyUrl, proxyFromEnv } from '../../shared/proxy-config.js';
 import { ConfigError } from '../../shared/errors.js';
 
 const BASE: ClientInput = { url: 'wss://gw.example.com/tunnel', identity: '/k/alice.jwk' };

@@ -4,18 +4,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  DEFAULT_ADMIN_PORT,
   defaultKnownServers,
-  MIN_ADMIN_TOKEN_LENGTH,
   loadClientConfig,
-  loadServerConfig,
   mergeClientInputs,
   parseClientInput,
-  parseForwardSpec,
   parseHeaderFlag,
-  parseServerConfig,
   resolveClientOptions,
-} from '../../shared/config-schema.js';
+} from '../../shared/client-config.js';
+import { DEFAULT_ADMIN_PORT, MIN_ADMIN_TOKEN_LENGTH, loadServerConfig, parseServerConfig } from '../../shared/config-schema.js';
+import { parseForwardSpec } from '../../shared/forward-spec.js';
 import { Defaults, DEFAULT_TUNNEL_PATH } from '../../shared/constants.js';
 import { ConfigError, ExitCode, exitCodeFor } from '../../shared/errors.js';
 import { generateIdentity, writeIdentityFiles, type Identity } from '../../shared/keys.js';

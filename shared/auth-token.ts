@@ -1,0 +1,163 @@
+/**
+ * The client's auth JWT, the `token` of the auth message: signed by the
+ * client (respondToHello), verified by the server (finishServerHandshake).
+ *
+ *   header {alg: EdDSA, typ: AUTH_JWT_TYPE, kid: the client key's thumbprint}
+ *   claims {aud: the host key's thumbprint, nonce: the challenge,
+ *           epk, kem: the client's key shares, th: SHA-256 of the hello, iat, exp}
+ *
+ * Every failure is an AuthError whose message is precise, because only the
+ * server's audit log sees it; jose's own errors never escape.
+ */
+import { createHash, type KeyObject } from 'node:crypto';
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { AUTH_CLOCK_TOLERANCE_S, AUTH_JWT_MAX_LIFETIME_S, AUTH_JWT_TYPE, MLKEM768_CIPHERTEXT_BYTES, X25519_PUBLIC_KEY_BYTES } from './constants.js';
+import { AuthError, ErrorCode } from './errors.js';
+import { AuthClaimsSchema, describeIssue } from './handshake-wire.js';
+import { decodeBase64UrlExact, isThumbprint, type Identity } from './keys.js';
+
+/** The client's auth JWT lives this long (exp = iat + 30 s). */
+export const AUTH_JWT_LIFETIME_S = 30;
+
+/** The `th` claim: the SHA-256 of the exact hello text, base64url. */
+function helloHash(helloText: string): string {
+  return createHash('sha256').update(helloText, 'utf8').digest().toString('base64url');
+}
+
+/** What the client puts in its token; `epk` and `kem` are base64url. */
+export interface AuthTokenClaims {
+  /** The host key thumbprint the token is for (`aud`). */
+  audience: string;
+  /** The hello's challenge (`nonce`). */
+  challenge: string;
+  epk: string;
+  kem: string;
+  /** The exact hello text, hashed into `th`. */
+  helloText: string;
+}
+
+export async function signAuthToken(identity: Identity, claims: AuthTokenClaims, nowMs: number): Promise<string> {
+  const iat = Math.floor(nowMs / 1000);
+  return new SignJWT({
+    nonce: claims.challenge,
+    epk: claims.epk,
+    kem: claims.kem,
+    th: helloHash(claims.helloText),
+  })
+    .setProtectedHeader({ alg: 'EdDSA', typ: AUTH_JWT_TYPE, kid: identity.thumbprint })
+    .setAudience(claims.audience)
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + AUTH_JWT_LIFETIME_S)
+    .sign(identity.privateKey);
+}
+
+/** What the server expects of the token on this connection. */
+export interface AuthTokenExpectations {
+  /** This connection's challenge. */
+  challenge: string;
+  /** The exact hello text this server sent. */
+  helloText: string;
+  /** This server's host key thumbprint. */
+  hostThumbprint: string;
+}
+
+/**
+ * Verifies a token against this connection: the header, then the signature
+ * with the authorized key its `kid` names, then the claims. Returns that
+ * thumbprint and the client's key shares.
+ */
+export async function verifyAuthToken(
+  token: string,
+  expected: AuthTokenExpectations,
+  lookupClientKey: (thumbprint: string) => KeyObject | undefined,
+  nowMs: number,
+): Promise<{ kid: string; epk: Buffer; kem: Buffer }> {
+  const kid = checkAuthHeader(token);
+
+  const key = lookupClientKey(kid);
+  if (key === undefined) throw new AuthError(ErrorCode.AUTH_UNKNOWN_KEY, `no authorized client key with thumbprint ${kid}`);
+
+  const nowS = Math.floor(nowMs / 1000);
+  let payload: unknown;
+  try {
+    ({ payload } = await jwtVerify(token, key, {
+      algorithms: ['EdDSA'],
+      typ: AUTH_JWT_TYPE,
+      audience: expected.hostThumbprint,
+      clockTolerance: AUTH_CLOCK_TOLERANCE_S,
+      currentDate: new Date(nowMs),
+    }));
+  } catch (error) {
+    throw joseFailure(error, kid, expected.hostThumbprint, nowS);
+  }
+  return { kid, ...checkAuthClaims(payload, expected, nowS) };
+}
+
+const badToken = (message: string, cause?: unknown) => new AuthError(ErrorCode.AUTH_BAD_TOKEN, message, { cause });
+export const badClaims = (message: string, cause?: unknown) => new AuthError(ErrorCode.AUTH_BAD_CLAIMS, message, { cause });
+
+/** The JWT header, checked before any key is looked up. */
+function checkAuthHeader(token: string): string {
+  let header: Record<string, unknown>;
+  try {
+    header = decodeProtectedHeader(token) as Record<string, unknown>;
+  } catch (error) {
+    throw badToken('auth token header is not base64url JSON', error);
+  }
+  if (header.alg !== 'EdDSA') throw badToken(`auth token alg ${JSON.stringify(header.alg) ?? 'missing'} is not allowed (only "EdDSA")`);
+  if (header.typ !== AUTH_JWT_TYPE) {
+    throw badToken(`auth token typ ${JSON.stringify(header.typ) ?? 'missing'} is not ${JSON.stringify(AUTH_JWT_TYPE)}`);
+  }
+  const extra = Object.keys(header).filter((k) => k !== 'alg' && k !== 'typ' && k !== 'kid');
+  if (extra.length > 0) throw badToken(`auth token header has unexpected parameter ${extra.map((k) => JSON.stringify(k)).join(', ')}`);
+  if (!isThumbprint(header.kid)) throw badToken('auth token kid is not a JWK thumbprint (43 characters of base64url)');
+  return header.kid;
+}
+
+/** Every jose failure becomes an AuthError; jose's own errors never escape. */
+function joseFailure(error: unknown, kid: string, hostThumbprint: string, nowS: number): AuthError {
+  if (error instanceof joseErrors.JWTExpired) {
+    return badClaims(`auth token expired: "exp" ${String(error.payload.exp)} is more than ${AUTH_CLOCK_TOLERANCE_S} s before now (${nowS})`, error);
+  }
+  if (error instanceof joseErrors.JWTClaimValidationFailed) {
+    if (error.reason === 'missing') return badClaims(`auth token claims "${error.claim}" is missing`, error);
+    if (error.claim === 'aud') {
+      return badClaims(`auth token "aud" ${JSON.stringify(error.payload.aud)} is not this server's host key thumbprint ${hostThumbprint}`, error);
+    }
+    return badClaims(`auth token claim "${error.claim}" rejected (${error.reason}): ${error.message}`, error);
+  }
+  if (error instanceof joseErrors.JWSSignatureVerificationFailed) {
+    return badToken(`auth token signature does not verify with the authorized key ${kid}`, error);
+  }
+  if (error instanceof joseErrors.JOSEError) return badToken(`auth token rejected (${error.code}): ${error.message}`, error);
+  return badToken('auth token could not be verified', error);
+}
+
+/** Checks the verified claims against this connection and returns the client's key shares. */
+function checkAuthClaims(
+  payload: unknown,
+  hs: Pick<AuthTokenExpectations, 'challenge' | 'helloText'>,
+  nowS: number,
+): { epk: Buffer; kem: Buffer } {
+  const parsed = AuthClaimsSchema.safeParse(payload);
+  if (!parsed.success) throw badClaims(describeIssue('auth token claims', parsed.error, payload));
+  const claims = parsed.data;
+  if (claims.nonce !== hs.challenge) {
+    throw badClaims("auth token nonce is not this connection's challenge (a token from another handshake, or a replay)");
+  }
+  if (claims.th !== helloHash(hs.helloText)) {
+    throw badClaims('auth token th is not the SHA-256 of the hello this server sent (the hello was altered on the way)');
+  }
+  const lifetime = claims.exp - claims.iat;
+  if (lifetime <= 0 || lifetime > AUTH_JWT_MAX_LIFETIME_S) {
+    throw badClaims(`auth token lifetime exp - iat = ${lifetime} s is outside 1..${AUTH_JWT_MAX_LIFETIME_S} s`);
+  }
+  if (claims.iat > nowS + AUTH_CLOCK_TOLERANCE_S) {
+    throw badClaims(`auth token "iat" ${claims.iat} is ${claims.iat - nowS} s in the future (tolerance ${AUTH_CLOCK_TOLERANCE_S} s)`);
+  }
+  const epk = decodeBase64UrlExact(claims.epk, X25519_PUBLIC_KEY_BYTES);
+  if (epk === undefined) throw badClaims(`auth token epk must be ${X25519_PUBLIC_KEY_BYTES} bytes of canonical base64url`);
+  const kem = decodeBase64UrlExact(claims.kem, MLKEM768_CIPHERTEXT_BYTES);
+  if (kem === undefined) throw badClaims(`auth token kem must be ${MLKEM768_CIPHERTEXT_BYTES} bytes of canonical base64url`);
+  return { epk, kem };
+}
