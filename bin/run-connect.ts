@@ -112,6 +112,15 @@ export async function runConnect(url: string | undefined, flags: ConnectFlags): 
   const server = new URL(options.url);
   const serverName = `${server.hostname}:${server.port || (server.protocol === 'wss:' ? '443' : '80')}`;
   line?.render(`… connecting to ${serverName}`);
+  // Listen for signals before connecting: one that arrives while connect() resolves
+  // must close the client cleanly, not kill the process with the default action.
+  let onSignal: (signal: NodeJS.Signals) => void = (signal) => {
+    pendingSignal = signal;
+  };
+  let pendingSignal: NodeJS.Signals | undefined;
+  const handler = (signal: NodeJS.Signals): void => onSignal(signal);
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
   let client;
   try {
     client = await connect(options, { logger });
@@ -138,8 +147,8 @@ export async function runConnect(url: string | undefined, flags: ConnectFlags): 
         resolve();
       }, reject);
     };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    onSignal = stop;
+    if (pendingSignal !== undefined) stop(pendingSignal);
     const run = async (): Promise<void> => {
       if (options.stdio !== undefined) {
         // The stdio stream sets the process lifetime (inetd, ssh ProxyCommand): when it ends, so does the client.

@@ -45,6 +45,13 @@ export async function runServer(
     format: flags.logFormat ?? config.log.format,
     name: 'reflector',
   });
+  // Listen for signals before the gateway announces itself: a SIGTERM that lands
+  // while createServer() finishes must drain, not kill with the default action.
+  const early: NodeJS.Signals[] = [];
+  let onSignal: (signal: NodeJS.Signals) => void = (signal) => early.push(signal);
+  const handler = (signal: NodeJS.Signals): void => onSignal(signal);
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
   let server;
   try {
     server = await createServer(config, { logger, configDefaults: defaults });
@@ -74,8 +81,8 @@ export async function runServer(
     logger.info({ event: 'server.signal', signal }, `${signal}: draining (send it again to close at once)`);
     running.drain().then(settle.resolve, settle.reject);
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  onSignal = stop;
+  for (const signal of early) stop(signal);
   process.on('SIGHUP', () => {
     // Logs a rejected file itself and keeps the config in force.
     running.operations.reloadConfigFile('SIGHUP').catch(settle.reject);
