@@ -26,21 +26,22 @@ export interface Authenticated {
 
 export async function authenticate(ws: WebSocket, options: AuthenticatorOptions): Promise<Authenticated> {
   const handshake = startServerHandshake(options.hostIdentity, options.kemKeys.current());
-  const authText = await receiveAuth(ws, handshake.helloText, options.timeoutMs);
-  // The client must wait for WELCOME; anything it sends while we verify is a protocol error, not lost input.
-  let early = false;
-  const onEarlyMessage = (): void => {
-    early = true;
+  // The client must send auth and then wait for WELCOME; a second message (even
+  // one that arrived in the same TCP read as auth) is a protocol error, not lost input.
+  let messages = 0;
+  const countMessages = (): void => {
+    messages += 1;
   };
-  ws.on('message', onEarlyMessage);
-  const registry = options.registry();
+  ws.on('message', countMessages);
   let result;
   try {
+    const authText = await receiveAuth(ws, handshake.helloText, options.timeoutMs);
+    const registry = options.registry();
     result = await finishServerHandshake(handshake, authText, (thumbprint) => registry.client(thumbprint)?.publicKey);
   } finally {
-    ws.off('message', onEarlyMessage);
+    ws.off('message', countMessages);
   }
-  if (early) throw new ProtocolError(ErrorCode.HANDSHAKE_MALFORMED, 'message received before WELCOME was sent');
+  if (messages > 1) throw new ProtocolError(ErrorCode.HANDSHAKE_MALFORMED, 'message received before WELCOME was sent');
   // Looked up again: a reload may have removed the key while we verified.
   const client = options.registry().client(result.clientThumbprint);
   if (client === undefined) {

@@ -81,7 +81,13 @@ export class ReflectorServer {
       maxUnauthenticatedPerAddress: config.limits.maxUnauthenticatedPerAddress,
       app,
       accepting: () => this.currentState === 'running',
-      onConnection: (ws, info) => void this.handleConnection(ws, info),
+      onConnection: (ws, info) =>
+        this.handleConnection(ws, info).catch((error: unknown) => {
+          // A bug or a config the session cannot be built from: this connection ends, the gateway stays up.
+          logger.error({ event: 'session.error', err: (error as Error)?.message }, `connection failed: ${(error as Error)?.message}`);
+          info.releaseUnauthenticated();
+          closeSocket(ws, CloseCode.INTERNAL_ERROR);
+        }),
       logger,
     });
   }

@@ -109,6 +109,9 @@ const logOptions = mapping({
   format: logFormat.optional(),
 }).prefault({});
 
+/** WELCOME is at most MAX_HANDSHAKE_MESSAGE_BYTES; its fixed fields and signature take well under 1 KiB. */
+const WELCOME_SERVICES_BUDGET_BYTES = 6 * 1024;
+
 const limitBounds: Record<keyof Limits, [number, number]> = {
   handshakeTimeoutMs: [10, 600_000],
   windowBytes: [1024, 1024 ** 3],
@@ -224,6 +227,11 @@ export async function parseServerConfig(
       if (name === '*') serviceNames.forEach((s) => allowed.add(s));
       else if (Object.hasOwn(services, name)) allowed.add(name);
       else throw fail([...at, 'services', i], `unknown service ${JSON.stringify(name)} (configured: ${serviceNames.join(', ') || 'none'})`);
+    }
+    // WELCOME lists them and must stay within the handshake size limit (with room for its other fields).
+    const listed = JSON.stringify([...allowed]).length;
+    if (listed > WELCOME_SERVICES_BUDGET_BYTES) {
+      throw fail([...at, 'services'], `${allowed.size} services (${listed} bytes of names) do not fit in the handshake; at most ${WELCOME_SERVICES_BUDGET_BYTES} bytes of service names per client`);
     }
     clients.push({
       name: entry.name,

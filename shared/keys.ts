@@ -6,6 +6,7 @@
  * Key files are local input, so every problem is a ConfigError with code
  * KEY_FILE_INVALID and one sentence that starts with the file's name.
  */
+import { constants as fsConstants } from 'node:fs';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { calculateJwkThumbprint } from 'jose';
@@ -203,7 +204,8 @@ function fileError(path: string, error: unknown): ConfigError {
 async function readKeyFile(path: string, checkPrivate: boolean): Promise<string> {
   let handle: FileHandle;
   try {
-    handle = await open(path, 'r');
+    // O_NONBLOCK: a FIFO must not hang start-up waiting for a writer (it is refused below).
+    handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (error) {
     throw fileError(path, error);
   }
@@ -211,6 +213,7 @@ async function readKeyFile(path: string, checkPrivate: boolean): Promise<string>
     // fstat on the open handle: the mode we check is the mode of the file we read.
     const stat = await handle.stat();
     if (stat.isDirectory()) throw keyError(path, 'is a directory, not a key file');
+    if (!stat.isFile()) throw keyError(path, 'is not a regular file (a device, FIFO or socket cannot hold a key)');
     if (checkPrivate && process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
       const mode = (stat.mode & 0o777).toString(8).padStart(4, '0');
       throw keyError(path, `permissions ${mode} are too open; a private key must be readable by its owner only (chmod 600 ${path})`);
@@ -218,7 +221,11 @@ async function readKeyFile(path: string, checkPrivate: boolean): Promise<string>
     if (stat.size > MAX_KEY_FILE_BYTES) {
       throw keyError(path, `is ${stat.size} bytes, too large to be a JWK`);
     }
-    return await handle.readFile({ encoding: 'utf8' });
+    // Read at most one byte past the limit: the file may grow after fstat.
+    const buffer = Buffer.alloc(MAX_KEY_FILE_BYTES + 1);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    if (bytesRead > MAX_KEY_FILE_BYTES) throw keyError(path, `is more than ${MAX_KEY_FILE_BYTES} bytes, too large to be a JWK`);
+    return buffer.toString('utf8', 0, bytesRead);
   } catch (error) {
     if (error instanceof ConfigError) throw error;
     throw fileError(path, error);

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
 import { CloseCode, PING_PAYLOAD_BYTES } from './constants.js';
-import { ErrorCode, ProtocolError, ReflectorError } from './errors.js';
+import { ErrorCode, PolicyError, ProtocolError, ReflectorError } from './errors.js';
 import type { Frame, FrameOf } from './frames.js';
 import type { RecordOpener, RecordSealer } from './record-layer.js';
 import { StreamMux } from './stream-mux.js';
@@ -25,9 +25,22 @@ import type { TunnelStream } from './tunnel-stream.js';
 /** Sealed bytes handed to the WebSocket but not yet written to the kernel. */
 const CONGESTION_HIGH_BYTES = 2 * 1024 * 1024;
 const CONGESTION_LOW_BYTES = 512 * 1024;
+/**
+ * DATA stops at the congestion mark, but control frames (PONG, WINDOW,
+ * OPEN_FAIL) do not; a peer that never reads yet keeps asking for them is
+ * cut off here rather than growing our memory without end.
+ */
+const OUTSTANDING_HARD_LIMIT_BYTES = 16 * 1024 * 1024;
 
 /** Close codes that mean "the connection died", not "the peer ended the session". */
 const RESUMABLE_CLOSE_CODES: ReadonlySet<number> = new Set([1001, 1006, 1011, 1012, 1013, 1014, CloseCode.IDLE_TIMEOUT]);
+
+/** The close code ws sends for each framing fault it finds in what the peer sent. */
+const WS_FAULT_CLOSE_CODES: Readonly<Record<string, number>> = {
+  WS_ERR_INVALID_UTF8: 1007,
+  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: CloseCode.MESSAGE_TOO_BIG,
+  WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH: CloseCode.MESSAGE_TOO_BIG,
+};
 
 /** One connection's worth of state: the socket, its record keys, its key schedule outputs. */
 export interface SessionTransport {
@@ -135,6 +148,13 @@ export class SecureSession extends EventEmitter {
     const record = sealer.seal(plaintext);
     this.bytesSealed += plaintext.length;
     this.outstandingBytes += record.length;
+    if (this.outstandingBytes > OUTSTANDING_HARD_LIMIT_BYTES) {
+      this.close(
+        CloseCode.LIMIT_EXCEEDED,
+        new PolicyError(ErrorCode.LIMIT_SESSIONS, `the peer left ${this.outstandingBytes} bytes unread`),
+      );
+      return;
+    }
     ws.send(record, { binary: true }, () => {
       if (this.transport.ws !== ws) return; // a callback from a connection we already left
       const wasCongested = this.congested;
@@ -208,8 +228,10 @@ export class SecureSession extends EventEmitter {
 
   private connect(): void {
     const { ws } = this.transport;
+    this.wsFault = undefined;
     ws.on('message', this.onMessage);
     ws.on('close', this.onClose);
+    ws.on('error', this.onWsError);
     this.activitySinceTick = true;
     this.idleMs = 0;
     this.keepalive = setInterval(() => this.tick(), this.options.pingIntervalMs);
@@ -220,7 +242,19 @@ export class SecureSession extends EventEmitter {
     clearInterval(this.keepalive);
     this.transport.ws.off('message', this.onMessage);
     this.transport.ws.off('close', this.onClose);
+    this.transport.ws.off('error', this.onWsError);
   }
+
+  /**
+   * ws found a framing fault in what the peer sent (a message over maxPayload,
+   * invalid UTF-8...) and closes the socket itself; the 'close' that follows
+   * looks like a dropped connection, but it is the peer's fault: no resume.
+   */
+  private readonly onWsError = (error: Error & { code?: string }): void => {
+    this.wsFault = WS_FAULT_CLOSE_CODES[error.code ?? ''] ?? 1002;
+  };
+  /** The close code ws sent for the peer's framing fault, if any. */
+  private wsFault: number | undefined;
 
   private readonly onMessage = (data: WebSocket.RawData, isBinary: boolean): void => {
     if (this.currentState !== 'open') return;
@@ -239,6 +273,11 @@ export class SecureSession extends EventEmitter {
   };
 
   private readonly onClose = (code: number): void => {
+    if (this.wsFault !== undefined) {
+      const error = new ProtocolError(ErrorCode.FRAME_MALFORMED, `WebSocket framing fault from the peer (close ${this.wsFault})`);
+      this.finish({ code: this.wsFault, by: 'local', error });
+      return;
+    }
     const info: SessionCloseInfo = { code, by: 'remote' };
     if (this.options.resumable && RESUMABLE_CLOSE_CODES.has(code) && !this.goingAway) this.suspend(info);
     else this.finish(info);
@@ -259,7 +298,8 @@ export class SecureSession extends EventEmitter {
   private receiveSessionFrame(frame: Frame): void {
     switch (frame.type) {
       case 'PING':
-        this.mux.sendFrame({ type: 'PONG', streamId: 0, opaque: Buffer.from(frame.opaque) });
+        // A peer that does not read what we send needs no proof of life from us.
+        if (!this.congested) this.mux.sendFrame({ type: 'PONG', streamId: 0, opaque: Buffer.from(frame.opaque) });
         return;
       case 'PONG':
         return;

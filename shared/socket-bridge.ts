@@ -39,8 +39,11 @@ export function socketEndpoint(socket: Socket): BridgeEndpoint {
     writable: socket,
     abort: () => {
       if (socket.destroyed) return;
-      // resetAndDestroy() needs a connected handle; before that, destroy() is all there is.
-      if (socket.readyState === 'open' || socket.readyState === 'readOnly' || socket.readyState === 'writeOnly') {
+      // resetAndDestroy() needs a connected handle whose write side is not shutting
+      // down (libuv refuses a reset during a pending shutdown and the fd would leak);
+      // otherwise destroy() is all there is.
+      const connected = socket.readyState === 'open' || socket.readyState === 'readOnly' || socket.readyState === 'writeOnly';
+      if (connected && !socket.writableEnded) {
         socket.resetAndDestroy();
       } else {
         socket.destroy();

@@ -11,6 +11,9 @@ import { decodeFrames, encodedFrameLength, isSessionFrame, writeFrame, type Fram
 import { TunnelStream, type StreamHost } from './tunnel-stream.js';
 
 /** Where the mux hands finished record plaintexts; the session seals and sends them. */
+/** Session-wide cap on DATA kept for a possible resume (each stream is also capped by its window). */
+const RETAINED_BUDGET_BYTES = 2 * 1024 * 1024;
+
 export interface RecordSink {
   sendRecord(plaintext: Buffer): void;
   /** True while too many sealed bytes wait in the WebSocket. */
@@ -39,6 +42,7 @@ export class StreamMux implements StreamHost {
   private queuedBytes = 0;
   private flushScheduled = false;
   private destroyed = false;
+  private retainedBytes = 0;
   readonly maxDataBytes: number;
   readonly retainsUnacknowledged: boolean;
 
@@ -52,8 +56,19 @@ export class StreamMux implements StreamHost {
     return this.lastStreamId;
   }
 
+  /**
+   * True while the WebSocket has too much unsent data, or the session keeps too
+   * many sent-but-unacknowledged bytes for resumption (a peer that reads but
+   * never acknowledges must not make us hold a window per stream without limit).
+   */
   get congested(): boolean {
-    return this.options.sink.congested;
+    return this.options.sink.congested || this.retainedBytes > RETAINED_BUDGET_BYTES;
+  }
+
+  retainedChanged(delta: number): void {
+    const wasOver = this.retainedBytes > RETAINED_BUDGET_BYTES;
+    this.retainedBytes += delta;
+    if (wasOver && this.retainedBytes <= RETAINED_BUDGET_BYTES) setImmediate(() => this.resume());
   }
   get streamCount(): number {
     return this.streams.size;

@@ -38,6 +38,8 @@ export interface StreamHost {
   readonly maxDataBytes: number;
   /** Keep sent bytes until acknowledged, so a resumed connection can send them again. */
   readonly retainsUnacknowledged: boolean;
+  /** Told of every change in the bytes kept that way, so the session can cap them. */
+  retainedChanged(delta: number): void;
   streamClosed(stream: TunnelStream): void;
 }
 
@@ -227,6 +229,7 @@ export class TunnelStream extends EventEmitter {
     }
     this.unacked = [];
     this.unackedStart = peer.received;
+    this.host.retainedChanged(-resendBytes);
     if (resendBytes > 0) {
       this.pending.unshift(...resend);
       this.pendingBytes += sent - peer.received;
@@ -244,19 +247,18 @@ export class TunnelStream extends EventEmitter {
 
   private dropUnackedBefore(offset: number): void {
     let excess = offset - this.unackedStart;
+    let dropped = 0;
     while (excess > 0 && this.unacked.length > 0) {
       const head = this.unacked[0]!;
-      if (head.length <= excess) {
-        this.unacked.shift();
-        excess -= head.length;
-        this.unackedStart += head.length;
-      } else {
-        this.unacked[0] = head.subarray(excess);
-        this.unackedStart += excess;
-        excess = 0;
-      }
+      const n = Math.min(head.length, excess);
+      if (n === head.length) this.unacked.shift();
+      else this.unacked[0] = head.subarray(n);
+      excess -= n;
+      dropped += n;
+      this.unackedStart += n;
     }
     if (this.unacked.length === 0) this.unackedStart = Math.max(this.unackedStart, offset);
+    if (dropped > 0) this.host.retainedChanged(-dropped);
   }
 
   private expectState(state: StreamState, what: string): void {
@@ -278,7 +280,12 @@ export class TunnelStream extends EventEmitter {
       else this.pending[0] = head.subarray(n);
       this.pendingBytes -= n;
       this.sendWindow.consume(n);
-      if (this.host.retainsUnacknowledged) this.unacked.push(chunk);
+      if (this.host.retainsUnacknowledged) {
+        // A small slice of a socket read would pin the whole 64 KiB read buffer
+        // until acknowledged: keep a copy of just its bytes instead.
+        this.unacked.push(chunk.length * 2 < chunk.buffer.byteLength ? Buffer.from(chunk) : chunk);
+        this.host.retainedChanged(n);
+      }
       this.host.sendFrame({ type: 'DATA', streamId: this.id, data: chunk });
     }
     if (this.pendingBytes > 0) return;
@@ -303,6 +310,8 @@ export class TunnelStream extends EventEmitter {
     this.currentState = 'closed';
     this.pending.length = 0;
     this.pendingBytes = 0;
+    const retained = this.unacked.reduce((n, chunk) => n + chunk.length, 0);
+    if (retained > 0) this.host.retainedChanged(-retained);
     this.unacked = [];
     if (this.closeEmitted) return;
     this.closeEmitted = true;
