@@ -4,7 +4,7 @@
  * path with the repetitions interleaved, and writes bench/results/<date>.md
  * and .json.
  *
- *   npm run bench                        full run (~10 min on a busy 2-core VM)
+ *   npm run bench                        full run (~6 min on a quiet 2-core VM, up to ~9 on a busy one)
  *   npm run bench -- --reps 5            more repetitions (see --help for the rest)
  *   npm run bench -- --profile           node --cpu-prof on the reflector children; top self-time functions
  *   npm run bench:smoke                  tiny sizes, 1 repetition, results in a temp dir; exits 1 if a path failed

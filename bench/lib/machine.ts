@@ -52,9 +52,12 @@ function packageVersion(repo: string, name: string): string | undefined {
 export async function describeVersions(repo: string): Promise<Record<string, string>> {
   const pkg = JSON.parse(readFileSync(path.join(repo, 'package.json'), 'utf8')) as { version: string };
   const commit = (await run('git', ['-C', repo, 'rev-parse', '--short', 'HEAD'])).stdout.trim();
-  const dirty = (await run('git', ['-C', repo, 'status', '--porcelain', '--untracked-files=no'])).stdout.trim() !== '';
+  // Result files are not code: a run with older results deleted or added still measures this commit.
+  const status = await run('git', ['-C', repo, 'status', '--porcelain', '--untracked-files=no', '--', '.', ':!bench/results']);
+  const changed = status.stdout.split('\n').map((line) => line.slice(3).trim()).filter(Boolean);
+  const local = changed.length === 0 ? '' : `, local changes in ${changed.slice(0, 4).join(', ')}${changed.length > 4 ? ` and ${changed.length - 4} more` : ''}`;
   const versions: Record<string, string> = {
-    reflector: `${pkg.version} (${commit || 'no git'}${dirty ? ', uncommitted changes' : ''})`,
+    reflector: `${pkg.version} (${commit || 'no git'}${local})`,
     node: process.versions.node,
     v8: process.versions.v8,
     'node OpenSSL': process.versions.openssl ?? 'unknown',
