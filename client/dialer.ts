@@ -132,12 +132,18 @@ export function createConnectionFor(
   url: string,
   options: DialOptions,
 ): (requestOptions: unknown, done: (error: Error | null, socket?: net.Socket) => void) => undefined {
-  return (_requestOptions, done) => {
+  return (requestOptions, done) => {
+    // ws passes its handshakeTimeout as `timeout`. The createConnection it replaces (net/tls.connect) arms that
+    // as the socket's idle timeout, which ws watches until the HTTP 101 and then clears; a createConnection that
+    // ignores it leaves the upgrade with no deadline at all, so a lost answer (from the server, or from a proxy
+    // that said 200 to CONNECT and then forwards nothing) would hang the attempt forever, without a word.
+    const timeout = (requestOptions as { timeout?: unknown } | undefined)?.timeout;
     dial(new URL(url), options).then(
       (socket) => {
         // Between here and http.ClientRequest attaching its own 'error' handler (next tick), an error must not
         // crash the process; the request reports a failed socket itself.
         socket.on('error', () => undefined);
+        if (typeof timeout === 'number' && timeout > 0) socket.setTimeout(timeout);
         done(null, socket);
       },
       (error: Error) => done(error),
@@ -150,15 +156,17 @@ export function createConnectionFor(
 export async function dial(url: URL, options: DialOptions): Promise<net.Socket> {
   const target = targetOf(url);
   const proxy = proxyFor(url, options);
-  const started = Date.now();
-  const left = (): number => Math.max(1, options.timeoutMs - (Date.now() - started));
   // Read before any socket opens, so a bad file never leaves one behind.
   const ca = url.protocol === 'wss:' && options.ca !== undefined && options.insecure !== true ? await readCa(options.ca) : undefined;
   const credentials = proxy === undefined ? undefined : await proxyCredentials(proxy, options.proxyAuth);
+  // The deadline is for the network: it starts with the first socket, which gets all of it (so its errors
+  // say "within 15000 ms", not some remainder); TLS gets what is left.
+  const started = Date.now();
+  const left = (): number => Math.max(1, options.timeoutMs - (Date.now() - started));
   const socket =
     proxy === undefined
-      ? await connectDirect(target, url, left())
-      : await connectThroughProxy({ proxy, target, timeoutMs: left(), ...(credentials ? { credentials } : {}) });
+      ? await connectDirect(target, url, options.timeoutMs)
+      : await connectThroughProxy({ proxy, target, timeoutMs: options.timeoutMs, ...(credentials ? { credentials } : {}) });
   if (url.protocol !== 'wss:') return socket;
   if (options.insecure === true) {
     options.onInsecure?.(

@@ -8,7 +8,7 @@
  *      │     (drain the 407 body, same socket)             │
  *      │     CONNECT + NTLM Type 3 <───────────────────────┘──> 200 ──> socket
  *      │
- *      └ refused / unreachable: ConnectError    407: ProxyAuthError (fatal)
+ *      └ refused / unreachable / no answer within timeoutMs: ConnectError    407: ProxyAuthError (fatal)
  *
  * NTLM authenticates the connection, not the request: Type 1 and Type 3 must
  * travel on the same kept-alive socket, which is why this is not
@@ -28,7 +28,7 @@ export interface ProxyConnectOptions {
   proxy: URL;
   target: { host: string; port: number };
   credentials?: ProxyCredentials;
-  /** Deadline for reaching the proxy and finishing the CONNECT exchange. */
+  /** One deadline for reaching the proxy and finishing the whole CONNECT exchange (every NTLM round). */
   timeoutMs: number;
 }
 
@@ -54,16 +54,33 @@ export function authority(target: { host: string; port: number }): string {
   return `${net.isIPv6(target.host) ? `[${target.host}]` : target.host}:${target.port}`;
 }
 
-/** Opens a tunnel to `target` through the proxy; resolves with the socket once the proxy answered 2xx. */
+/** Where the exchange is, for the deadline's message: the request the proxy has yet to answer. */
+interface Progress {
+  step: string;
+}
+
+/**
+ * Opens a tunnel to `target` through the proxy; resolves with the socket once the proxy answered 2xx.
+ * One deadline, `timeoutMs`, covers reaching the proxy and every round of the exchange (CONNECT, each
+ * NTLM 407 round): a proxy that stops answering fails the attempt with a ConnectError naming the proxy
+ * and the request it left unanswered, the socket is destroyed, and the caller's reconnect loop retries.
+ */
 export async function connectThroughProxy(options: ProxyConnectOptions): Promise<net.Socket> {
   const name = describeProxy(options.proxy);
+  const started = Date.now();
   const socket = await openSocket(options.proxy, name, options.timeoutMs);
-  const deadline = setTimeout(() => {
-    socket.destroy(new ConnectError(`proxy ${name} did not complete CONNECT to ${authority(options.target)} within ${options.timeoutMs} ms`));
-  }, options.timeoutMs);
+  const target = authority(options.target);
+  const progress: Progress = { step: 'the CONNECT' };
+  const reader = new ResponseReader(socket, name);
+  const deadline = setTimeout(
+    () => {
+      const what = reader.answering ? 'did not finish its answer to' : 'did not answer';
+      socket.destroy(new ConnectError(`proxy ${name} ${what} ${progress.step} to ${target} within ${options.timeoutMs} ms`));
+    },
+    Math.max(1, options.timeoutMs - (Date.now() - started)),
+  );
   try {
-    const reader = new ResponseReader(socket, name);
-    await exchange(socket, reader, options, name);
+    await exchange(socket, reader, options, name, progress);
     reader.release();
     return socket;
   } catch (error) {
@@ -74,17 +91,19 @@ export async function connectThroughProxy(options: ProxyConnectOptions): Promise
   }
 }
 
-async function exchange(socket: net.Socket, reader: ResponseReader, options: ProxyConnectOptions, name: string): Promise<void> {
+async function exchange(socket: net.Socket, reader: ResponseReader, options: ProxyConnectOptions, name: string, progress: Progress): Promise<void> {
   const target = authority(options.target);
   const { credentials } = options;
-  const send = (authorization?: string): void => {
+  const send = (step: string, authorization?: string): void => {
     const lines = [`CONNECT ${target} HTTP/1.1`, `Host: ${target}`, 'User-Agent: reflector', 'Proxy-Connection: keep-alive'];
     if (authorization !== undefined) lines.push(`Proxy-Authorization: ${authorization}`);
+    progress.step = step;
+    reader.expectAnswer();
     socket.write(`${lines.join('\r\n')}\r\n\r\n`);
   };
 
   if (credentials?.scheme === 'ntlm') {
-    send(type1Header());
+    send('the NTLM CONNECT (type 1)', type1Header());
     const challenge = await reader.next();
     if (challenge.status !== 407) return accept(challenge, name, target, credentials);
     const token = (challenge.headers.get('proxy-authenticate') ?? []).find((value) => /^NTLM\s+\S/i.test(value));
@@ -99,11 +118,12 @@ async function exchange(socket: net.Socket, reader: ResponseReader, options: Pro
       if (!(error instanceof NtlmMessageError)) throw error;
       throw new ConnectError(`proxy ${name} sent a malformed NTLM challenge: ${error.message}`, { cause: error });
     }
-    send(type3Header(parsed, credentials));
+    send('the NTLM CONNECT (type 3)', type3Header(parsed, credentials));
     return accept(await reader.next(), name, target, credentials);
   }
 
-  send(credentials === undefined ? undefined : `Basic ${Buffer.from(`${credentials.user}:${credentials.password}`).toString('base64')}`);
+  if (credentials === undefined) send('the CONNECT');
+  else send('the CONNECT with Basic credentials', `Basic ${Buffer.from(`${credentials.user}:${credentials.password}`).toString('base64')}`);
   return accept(await reader.next(), name, target, credentials);
 }
 
@@ -186,11 +206,14 @@ class ResponseReader {
   private waiter: (() => void) | undefined;
   private failure: Error | undefined;
   private ended = false;
+  /** Some of the answer to the last request has arrived (for the deadline's message; see expectAnswer). */
+  answering = false;
   // 'readable' rather than 'data': removing the listener leaves the socket neither flowing nor paused, so
   // whoever takes it next (http.ClientRequest for ws://) starts it with its own 'data' listener.
   private readonly onReadable = (): void => {
     for (let chunk = this.socket.read() as Buffer | null; chunk !== null; chunk = this.socket.read() as Buffer | null) {
       this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+      this.answering = true;
     }
     this.wake();
   };
@@ -214,6 +237,11 @@ class ResponseReader {
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
+  }
+
+  /** A request is going out: nothing of its answer has arrived yet. */
+  expectAnswer(): void {
+    this.answering = this.buffered.length > 0;
   }
 
   /** Stops reading and puts back any bytes past the last response (they are the tunnel's). */

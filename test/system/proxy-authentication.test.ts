@@ -29,6 +29,12 @@ import { gate } from './harness/requirements.js';
 
 const requirements = gate('proxy authentication system test (proxy-authentication)', SQUID_REQUIREMENTS);
 
+/**
+ * How long a client may take to open its session: the client gives a proxy 15 s per attempt before it
+ * names the step that stalled and retries, so this leaves room for one lost attempt on a loaded machine.
+ */
+const SESSION_TIMEOUT_MS = 45_000;
+
 const BASIC_USER = 'bob';
 const BASIC_PASSWORD = 'b0b pass!@:/';
 
@@ -85,8 +91,21 @@ describe('proxy authentication: squid with Basic and NTLM', { skip: requirements
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function client(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<ClientProcess> {
-    const started = await startClientProcess({ keys, url: server.url, forwards: [{ service: 'echo' }], args, env: { ...NO_PROXY_ENV, ...env } });
+  /** A client through `proxy` (args name it); if no session opens, the failure carries squid's own logs. */
+  async function client(proxy: RunningProxy, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<ClientProcess> {
+    let started: ClientProcess;
+    try {
+      started = await startClientProcess({
+        keys,
+        url: server.url,
+        forwards: [{ service: 'echo' }],
+        args,
+        env: { ...NO_PROXY_ENV, ...env },
+        sessionTimeoutMs: SESSION_TIMEOUT_MS,
+      });
+    } catch (error) {
+      throw new Error(`${(error as Error).message}\n--- squid ${proxy.url} ---\n${await proxy.diagnostics()}`, { cause: error });
+    }
     clients.push(started);
     return started;
   }
@@ -95,14 +114,14 @@ describe('proxy authentication: squid with Basic and NTLM', { skip: requirements
     `http://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${proxy.port}`;
 
   it('Basic: the user and password in the proxy URL open the tunnel; bytes arrive intact', async () => {
-    const started = await client(['--proxy', withCredentials(basicSquid, BASIC_USER, BASIC_PASSWORD)]);
+    const started = await client(basicSquid, ['--proxy', withCredentials(basicSquid, BASIC_USER, BASIC_PASSWORD)]);
     await echoThrough(started.ports.echo!, 1024 * 1024, 'basic');
     await started.stop(); // squid logs a tunnel when it closes
     await waitForLog(basicSquid, new RegExp(`TCP_TUNNEL/200 \\d+ CONNECT 127\\.0\\.0\\.1:${server.address.port} ${BASIC_USER} `));
   });
 
   it('Basic: --proxy-auth basic with REFLECTOR_PROXY_PASSWORD works without credentials in the URL', async () => {
-    const started = await client(['--proxy', basicSquid.url, '--proxy-auth', 'basic', '--proxy-user', BASIC_USER], {
+    const started = await client(basicSquid, ['--proxy', basicSquid.url, '--proxy-auth', 'basic', '--proxy-user', BASIC_USER], {
       REFLECTOR_PROXY_PASSWORD: BASIC_PASSWORD,
     });
     await echoThrough(started.ports.echo!, 64 * 1024, 'basic-env');
@@ -128,7 +147,7 @@ describe('proxy authentication: squid with Basic and NTLM', { skip: requirements
   });
 
   it('NTLM: Type 1, the 407 challenge and Type 3 on one connection open the tunnel; bytes arrive intact', async () => {
-    const started = await client(['--proxy', ntlmSquid.url, '--proxy-auth', 'ntlm', '--proxy-user', 'CORP\\alice'], {
+    const started = await client(ntlmSquid, ['--proxy', ntlmSquid.url, '--proxy-auth', 'ntlm', '--proxy-user', 'CORP\\alice'], {
       REFLECTOR_PROXY_PASSWORD: 'anything',
     });
     await echoThrough(started.ports.echo!, 1024 * 1024, 'ntlm');
@@ -141,7 +160,7 @@ describe('proxy authentication: squid with Basic and NTLM', { skip: requirements
   it('NTLM: the password can come from --proxy-password-file', async () => {
     const file = path.join(dir, 'proxy-password');
     await writeFile(file, 'from-a-file\n', { mode: 0o600 });
-    const started = await client(['--proxy', ntlmSquid.url, '--proxy-auth', 'ntlm', '--proxy-user', 'alice', '--proxy-domain', 'CORP', '--proxy-password-file', file]);
+    const started = await client(ntlmSquid, ['--proxy', ntlmSquid.url, '--proxy-auth', 'ntlm', '--proxy-user', 'alice', '--proxy-domain', 'CORP', '--proxy-password-file', file]);
     await echoThrough(started.ports.echo!, 64 * 1024, 'ntlm-file');
   });
 

@@ -230,7 +230,7 @@ describe('connectThroughProxy', () => {
     await assert.rejects(connect(nonsense.url), /sent a malformed response to CONNECT \("SSH-2.0-OpenSSH" instead of an HTTP status line\)$/);
     const silent = await fakeProxy(() => undefined);
     await assert.rejects(connect(silent.url, undefined, 300), {
-      message: `proxy ${silent.url.origin} did not complete CONNECT to gateway.example.com:443 within 300 ms`,
+      message: `proxy ${silent.url.origin} did not answer the CONNECT to gateway.example.com:443 within 300 ms`,
     });
   });
 

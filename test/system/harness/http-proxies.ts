@@ -11,7 +11,7 @@
 import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, runOk, ServiceProcess, waitForPort } from './child-process.js';
+import { freePort, runOk, ServiceProcess, sleep, waitForPort } from './child-process.js';
 import { program, type Requirement } from './requirements.js';
 
 export const TINYPROXY_REQUIREMENTS: readonly Requirement[] = [program('tinyproxy', 'tinyproxy')];
@@ -31,6 +31,8 @@ export interface RunningProxy {
   readonly dir: string;
   /** The proxy's record of requests (tinyproxy: its log; squid: access.log). */
   log(): Promise<string>;
+  /** Everything it logged, for a failure message (squid: the tails of access.log and cache.log). */
+  diagnostics(): Promise<string>;
   /** SIGTERM by PID, wait, remove the dir. */
   stop(): Promise<void>;
 }
@@ -100,11 +102,13 @@ export async function startSquid(options: SquidOptions): Promise<RunningProxy> {
     await writeFile(file('htpasswd'), `${lines.join('\n')}\n`, { mode: 0o644 });
     authLines.push(
       `auth_param basic program /usr/lib/squid/basic_ncsa_auth ${file('htpasswd')}`,
-      'auth_param basic children 2',
+      // startup=: the helpers run from the start, rather than being forked by the first request (under load, that
+      // fork is what a first request waits for).
+      'auth_param basic children 2 startup=2',
       `auth_param basic realm ${auth.realm ?? 'reflector-test-proxy'}`,
     );
   } else if (auth.scheme === 'ntlm') {
-    authLines.push('auth_param ntlm program /usr/lib/squid/ntlm_fake_auth', 'auth_param ntlm children 2', 'auth_param ntlm keep_alive on');
+    authLines.push('auth_param ntlm program /usr/lib/squid/ntlm_fake_auth', 'auth_param ntlm children 2 startup=2', 'auth_param ntlm keep_alive on');
   }
   const conf = [
     `http_port 127.0.0.1:${port}`,
@@ -134,7 +138,13 @@ export async function startSquid(options: SquidOptions): Promise<RunningProxy> {
   }
   // -n: a service name of its own, so squids running side by side share nothing.
   const child = new ServiceProcess({ name: `squid (${auth.scheme})`, command: 'squid', args: ['-N', '-n', `reflector${port}`, '-f', file('squid.conf')] });
-  return started(child, port, dir, () => readFile(file('access.log'), 'utf8').catch(() => ''), () => readFile(file('cache.log'), 'utf8').catch(() => ''));
+  const accessLog = () => readFile(file('access.log'), 'utf8').catch(() => '');
+  const cacheLog = () => readFile(file('cache.log'), 'utf8').catch(() => '');
+  const diagnostics = async () => `--- access.log (tail) ---\n${(await accessLog()).slice(-4000)}\n--- cache.log (tail) ---\n${(await cacheLog()).slice(-4000)}`;
+  // Ready when squid itself says it accepts on our port: a port that merely answers could be another
+  // process's that took it between freePort() and squid's bind.
+  const accepting = new RegExp(`Accepting HTTP Socket connections at .* local=127\\.0\\.0\\.1:${port} `);
+  return started(child, port, dir, accessLog, diagnostics, async () => accepting.test(await cacheLog()));
 }
 
 async function started(
@@ -143,17 +153,26 @@ async function started(
   dir: string,
   log: () => Promise<string>,
   diagnostics: () => Promise<string> = log,
+  /** Readiness beyond the port answering (squid: its own "Accepting" line for this port). */
+  ready: () => Promise<boolean> = async () => true,
+  timeoutMs = 20_000,
 ): Promise<RunningProxy> {
   const stop = async (): Promise<void> => {
     await child.stop({ timeoutMs: 10_000 });
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    await waitForPort(port, child);
+    const deadline = Date.now() + timeoutMs;
+    await waitForPort(port, child, '127.0.0.1', timeoutMs);
+    while (!(await ready())) {
+      if (!child.running) throw child.failure(`exited before it was ready on 127.0.0.1:${port}`);
+      if (Date.now() > deadline) throw child.failure(`not ready on 127.0.0.1:${port} after ${timeoutMs} ms`);
+      await sleep(50);
+    }
   } catch (error) {
     const text = await diagnostics();
     await stop();
-    throw new Error(`${(error as Error).message}\n--- log ---\n${text.slice(-4000)}`);
+    throw new Error(`${(error as Error).message}\n--- log ---\n${text.slice(-8000)}`);
   }
-  return { process: child, port, url: `http://127.0.0.1:${port}`, dir, log, stop };
+  return { process: child, port, url: `http://127.0.0.1:${port}`, dir, log, diagnostics, stop };
 }

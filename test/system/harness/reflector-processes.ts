@@ -324,6 +324,12 @@ export interface ClientProcessOptions {
   /** Extra environment, e.g. { NODE_EXTRA_CA_CERTS: ca.pem }; applied over NO_PROXY_ENV. */
   env?: NodeJS.ProcessEnv;
   name?: string;
+  /**
+   * How long to wait for `session.open` once the listeners are bound; default 20 s. The client's
+   * own deadline per attempt is 15 s, so 20 s leaves no room for a retry: a test that should
+   * survive one lost attempt (a proxy dropping a CONNECT under load) passes more.
+   */
+  sessionTimeoutMs?: number;
 }
 
 export interface ClientProcess {
@@ -380,7 +386,7 @@ export async function startClientProcess(options: ClientProcessOptions): Promise
         `listener.bound for ${forward.service} on port ${port}`,
       );
     }
-    await child.waitForLine(eventLine('session.open'), 'session.open log line');
+    await child.waitForLine(eventLine('session.open'), 'session.open log line', options.sessionTimeoutMs);
   } catch (error) {
     await child.stop();
     throw error;
