@@ -124,7 +124,7 @@ function buildProgram(versionText: string): Command {
       .option('-L, --forward <spec>', 'listen on [HOST:]PORT and forward to SERVICE: [HOST:]PORT=SERVICE (repeatable)', collect)
       .option('--stdio <service>', 'join stdin/stdout to one stream to SERVICE')
       .option('--config <file>', 'client YAML config (see deploy/client.example.yaml); flags override it')
-      .addOption(new Option('--aead <backend>', 'record-layer cipher implementation').choices(['node', 'noble']))
+      .addOption(new Option('--aead <backend>', 'record-layer cipher implementation (auto: sodium if installed, else node)').choices(['auto', 'sodium', 'node', 'noble']))
       .option('--header <header>', "extra request header 'Name: value' (repeatable)", collect)
       .option('--max-retries <n>', 'give up after N failed connection attempts in a row (0: never)', nonNegativeInteger)
       .option('--ca <file>', 'PEM certificates to trust for wss://, instead of the default store (like curl --cacert)')

@@ -8,6 +8,7 @@ import { checkDialFiles } from '../client/dialer.js';
 import { connect, runStdio } from '../client/index.js';
 import { LiveStatusLine, StatusReporter, StatusTracker } from '../client/status-line.js';
 import { loadClientConfig, mergeClientInputs, parseClientInput, parseHeaderFlag, resolveClientOptions, type ClientOptions } from '../shared/client-config.js';
+import type { AeadName } from '../shared/aead.js';
 import { ConfigError, ErrorCode } from '../shared/errors.js';
 import { parseForwardSpec } from '../shared/forward-spec.js';
 import { createLogger, type Logger } from '../shared/logger.js';
@@ -20,7 +21,7 @@ export interface ConnectFlags extends LogFlags {
   forward?: string[];
   stdio?: string;
   config?: string;
-  aead?: 'node' | 'noble';
+  aead?: AeadName;
   header?: string[];
   maxRetries?: number;
   ca?: string;

@@ -1,4 +1,5 @@
 /** The client reflector's library API: what the CLI and the tests call. */
+import { aeadBackend } from '../shared/aead.js';
 import type { ClientOptions } from '../shared/client-config.js';
 import { loadPrivateKeyFile } from '../shared/keys.js';
 import { createLogger, type Logger } from '../shared/logger.js';
@@ -19,6 +20,8 @@ export interface ConnectDependencies {
 export async function connect(options: ClientOptions, deps: ConnectDependencies = {}): Promise<ReflectorClient> {
   const logger =
     deps.logger ?? createLogger({ level: options.log.level, format: options.log.format, destination: 'stderr' });
+  // An unavailable backend ('sodium' without the addon) is bad input: refuse it now, not at the first handshake.
+  aeadBackend(options.aead);
   const identity = await loadPrivateKeyFile(options.identity);
   const client = new ReflectorClient(options, identity, logger);
   await client.start();

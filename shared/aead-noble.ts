@@ -1,7 +1,7 @@
 /** ChaCha20-Poly1305 through @noble/ciphers: pure JS, for OpenSSL builds without it. */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { AEAD_TAG_BYTES } from './constants.js';
-import type { AeadBackend } from './aead.js';
+import { checkSealOutput, type AeadBackend } from './aead.js';
 
 /** The message noble uses for a tag mismatch; it has no error class or code to test instead. */
 const NOBLE_TAG_MISMATCH = 'invalid tag';
@@ -10,10 +10,15 @@ export const nobleAead: AeadBackend = {
   name: 'noble',
 
   seal(key, nonce, plaintext) {
-    // noble writes into a caller-supplied buffer, so the result is a Buffer without a copy.
     const sealed = Buffer.allocUnsafe(plaintext.length + AEAD_TAG_BYTES);
-    chacha20poly1305(key, nonce).encrypt(plaintext, sealed);
+    nobleAead.sealInto(key, nonce, plaintext, sealed);
     return sealed;
+  },
+
+  sealInto(key, nonce, plaintext, output) {
+    checkSealOutput(plaintext, output);
+    // noble writes into a caller-supplied buffer: no copy.
+    chacha20poly1305(key, nonce).encrypt(plaintext, output);
   },
 
   open(key, nonce, sealed) {

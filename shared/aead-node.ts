@@ -1,7 +1,7 @@
 /** ChaCha20-Poly1305 through node:crypto (OpenSSL). The hot path of every session. */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { AEAD_TAG_BYTES } from './constants.js';
-import type { AeadBackend } from './aead.js';
+import { checkSealOutput, type AeadBackend } from './aead.js';
 
 const ALGORITHM = 'chacha20-poly1305';
 const options = { authTagLength: AEAD_TAG_BYTES } as const;
@@ -10,14 +10,19 @@ export const nodeAead: AeadBackend = {
   name: 'node',
 
   seal(key, nonce, plaintext) {
-    const cipher = createCipheriv(ALGORITHM, key, nonce, options);
-    // One output allocation plus update()'s own buffer; measured ~8% faster
-    // on 64 KiB records than Buffer.concat of the three parts.
     const sealed = Buffer.allocUnsafe(plaintext.length + AEAD_TAG_BYTES);
-    cipher.update(plaintext).copy(sealed, 0);
-    cipher.final();
-    cipher.getAuthTag().copy(sealed, plaintext.length);
+    nodeAead.sealInto(key, nonce, plaintext, sealed);
     return sealed;
+  },
+
+  sealInto(key, nonce, plaintext, output) {
+    checkSealOutput(plaintext, output);
+    const cipher = createCipheriv(ALGORITHM, key, nonce, options);
+    // update() always returns a buffer of its own (node:crypto cannot write
+    // into ours), so this costs one copy; the tag lands right behind it.
+    cipher.update(plaintext).copy(output, 0);
+    cipher.final();
+    cipher.getAuthTag().copy(output, plaintext.length);
   },
 
   open(key, nonce, sealed) {

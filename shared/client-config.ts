@@ -161,7 +161,7 @@ export function resolveClientOptions(input: ClientInput, source: string, env: No
     knownServers: checked.knownServers ?? defaultKnownServers(env),
     forwards: checked.forwards ?? [],
     ...(checked.stdio === undefined ? {} : { stdio: checked.stdio }),
-    aead: checked.aead ?? 'node',
+    aead: checked.aead ?? 'auto',
     reconnect,
     headers: checked.headers ?? {},
     log: { level: 'info', format: 'json', ...defined(checked.log ?? {}) },

@@ -41,7 +41,7 @@ export const filePath = text('a file path');
 export const serviceName = z.string(expect('a service name')).regex(SERVICE_NAME_PATTERN, {
   error: (issue) => `invalid service name ${show(issue.input)} (expected lowercase letters, digits, ".", "_" or "-", at most 63 characters)`,
 });
-export const aead = z.enum(['node', 'noble'], expect('"node" or "noble"'));
+export const aead = z.enum(['auto', 'sodium', 'node', 'noble'], expect('"auto", "sodium", "node" or "noble"'));
 export const logLevel = z.enum(LOG_LEVELS, expect(`one of ${LOG_LEVELS.join(', ')}`));
 export const logFormat = z.enum(LOG_FORMATS, expect('"json" or "pretty"'));
 

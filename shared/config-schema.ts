@@ -150,7 +150,7 @@ const serverSchema = mapping({
       expect('true, false, a hop count, or addresses/subnets'),
     )
     .default(false),
-  aead: aead.default('node'),
+  aead: aead.default('auto'),
   services: z.record(z.string(), serviceTarget, expect('a mapping of service names to targets')).default({}),
   clients: z
     .array(

@@ -92,6 +92,13 @@ export class RecordSealer {
     return record;
   }
 
+  /** Like seal(), into `output` (plaintext.length + 16 bytes, not overlapping the plaintext). */
+  sealInto(plaintext: Buffer, output: Buffer): void {
+    if (this.#destroyed) throw new ReflectorError(ErrorCode.INTERNAL, 'RecordSealer used after destroy()');
+    this.#backend.sealInto(this.#epoch.key, this.#epoch.nonce, plaintext, output);
+    this.#epoch.advance(plaintext.length, this.#rekeyBytes);
+  }
+
   /** Takes effect from the next record; the peer's opener must change at the same record. */
   setRekeyBytes(n: number): void {
     this.#rekeyBytes = checkLimit('rekeyBytes', n);

@@ -15,9 +15,11 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type WebSocket from 'ws';
-import { CloseCode, PING_PAYLOAD_BYTES } from './constants.js';
+import { AEAD_TAG_BYTES, CloseCode, PING_PAYLOAD_BYTES } from './constants.js';
 import { ErrorCode, PolicyError, ProtocolError, ReflectorError } from './errors.js';
 import type { Frame, FrameOf } from './frames.js';
+import { RecordBufferPool } from './record-buffers.js';
+import { recordBytesPassed } from './gc-pacer.js';
 import type { RecordOpener, RecordSealer } from './record-layer.js';
 import { StreamMux } from './stream-mux.js';
 import type { TunnelStream } from './tunnel-stream.js';
@@ -92,10 +94,12 @@ export class SecureSession extends EventEmitter {
   private goingAway = false;
   bytesSealed = 0;
   bytesOpened = 0;
+  private readonly recordBuffers: RecordBufferPool;
 
   constructor(private readonly options: SecureSessionOptions) {
     super();
     this.transport = options.transport;
+    this.recordBuffers = RecordBufferPool.forCapacity(options.maxRecordBytes + AEAD_TAG_BYTES);
     this.mux = new StreamMux({
       role: options.role,
       windowBytes: options.windowBytes,
@@ -145,10 +149,13 @@ export class SecureSession extends EventEmitter {
   sendRecord(plaintext: Buffer): void {
     const { ws, sealer } = this.transport;
     if (this.currentState !== 'open' || ws.readyState !== ws.OPEN) return;
-    const record = sealer.seal(plaintext);
+    const record = this.recordBuffers.acquire(plaintext.length + AEAD_TAG_BYTES);
+    sealer.sealInto(plaintext, record);
     this.bytesSealed += plaintext.length;
+    recordBytesPassed(record.length);
     this.outstandingBytes += record.length;
     if (this.outstandingBytes > OUTSTANDING_HARD_LIMIT_BYTES) {
+      this.recordBuffers.release(record);
       this.close(
         CloseCode.LIMIT_EXCEEDED,
         new PolicyError(ErrorCode.LIMIT_SESSIONS, `the peer left ${this.outstandingBytes} bytes unread`),
@@ -156,6 +163,8 @@ export class SecureSession extends EventEmitter {
       return;
     }
     ws.send(record, { binary: true }, () => {
+      // ws is done with the bytes (written to the kernel, or the socket failed).
+      this.recordBuffers.release(record);
       if (this.transport.ws !== ws) return; // a callback from a connection we already left
       const wasCongested = this.congested;
       this.outstandingBytes -= record.length;
@@ -266,6 +275,7 @@ export class SecureSession extends EventEmitter {
       const record = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
       const plaintext = this.transport.opener.open(record);
       this.bytesOpened += plaintext.length;
+      recordBytesPassed(record.length);
       this.mux.receiveRecord(plaintext);
     } catch (error) {
       this.fail(error);

@@ -8,6 +8,7 @@
 import { FRAME_HEADER_BYTES, MAX_STREAM_ID, OpenFailCode, ResetCode } from './constants.js';
 import { ErrorCode, ProtocolError, StreamError } from './errors.js';
 import { decodeFrames, encodedFrameLength, isSessionFrame, writeFrame, type Frame, type ResumeEntry } from './frames.js';
+import { plaintextScratch } from './record-buffers.js';
 import { TunnelStream, type StreamHost } from './tunnel-stream.js';
 
 /** Where the mux hands finished record plaintexts; the session seals and sends them. */
@@ -15,6 +16,7 @@ import { TunnelStream, type StreamHost } from './tunnel-stream.js';
 const RETAINED_BUDGET_BYTES = 2 * 1024 * 1024;
 
 export interface RecordSink {
+  /** `plaintext` is a shared scratch buffer: seal or copy it before returning, keep no reference. */
   sendRecord(plaintext: Buffer): void;
   /** True while too many sealed bytes wait in the WebSocket. */
   readonly congested: boolean;
@@ -167,7 +169,7 @@ export class StreamMux implements StreamHost {
   flush(): void {
     this.flushScheduled = false;
     if (this.queue.length === 0 || this.destroyed) return;
-    const plaintext = Buffer.allocUnsafe(this.queuedBytes);
+    const plaintext = plaintextScratch(this.queuedBytes);
     let offset = 0;
     for (const frame of this.queue) offset = writeFrame(frame, plaintext, offset);
     this.queue = [];

@@ -51,7 +51,6 @@ export async function writeServerConfig(
     path: '/tunnel',
     hostKey: keys.hostFile,
     trustProxy: 'loopback',
-    aead: 'node',
     services: { [SERVICE]: `127.0.0.1:${options.targetPort}` },
     clients: [{ name: 'bench', keyFile: `${keys.clientFile}.pub`, services: [SERVICE] }],
     ...(options.limits ? { limits: options.limits } : {}),
@@ -180,7 +179,7 @@ export class ReflectorPath implements BenchPath {
   }
 
   details(): string {
-    const records = 'ChaCha20-Poly1305 records (aead: node), product default limits';
+    const records = 'ChaCha20-Poly1305 records (aead: auto, product default), product default limits';
     return this.nginx
       ? `${records}; client → nginx: ${this.nginx.tls}, self-signed certificate trusted with ${this.trust}; nginx → server: plain HTTP/1.1 upgrade`
       : `${records}; ws:// on loopback`;

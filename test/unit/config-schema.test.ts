@@ -82,7 +82,7 @@ describe('loadServerConfig', () => {
     assert.equal(config.configPath, file);
     assert.deepEqual(config.services, { smtp: { host: '127.0.0.1', port: 25 }, pop3: { host: '127.0.0.1', port: 110 } });
     assert.equal(config.trustProxy, false);
-    assert.equal(config.aead, 'node');
+    assert.equal(config.aead, 'auto');
     assert.deepEqual(config.limits, { ...Defaults });
     assert.deepEqual(config.log, { level: 'info', format: 'json' });
     assert.equal(config.tls, undefined);
@@ -174,7 +174,7 @@ describe('parseServerConfig errors', () => {
     ['an unknown nested key', { limits: { windowbytes: 1 } }, 'server.yaml: limits: unknown key "windowbytes" (expected one of: handshakeTimeoutMs, windowBytes,'],
     ['a path without a slash', { path: 'tunnel' }, 'server.yaml: path: expected a URL path starting with "/", got "tunnel"'],
     ['a listen port out of range', { listen: { port: 70000 } }, 'server.yaml: listen.port: expected an integer between 0 and 65535, got 70000'],
-    ['an unknown AEAD', { aead: 'openssl' }, 'server.yaml: aead: expected "node" or "noble", got "openssl"'],
+    ['an unknown AEAD', { aead: 'openssl' }, 'server.yaml: aead: expected "auto", "sodium", "node" or "noble", got "openssl"'],
     ['an unknown log level', { log: { level: 'verbose' } }, 'server.yaml: log.level: expected one of fatal, error, warn, info, debug, trace, silent, got "verbose"'],
     ['a trustProxy mapping', { trustProxy: {} }, 'server.yaml: trustProxy: expected true, false, a hop count, or addresses/subnets, got a mapping'],
     ['services as a number', { services: 5 }, 'server.yaml: services: expected a mapping of service names to targets, got 5'],
@@ -323,7 +323,7 @@ describe('client options', () => {
         { host: '127.0.0.1', port: 2525, service: 'smtp' },
         { host: '127.0.0.1', port: 1119, service: 'nntp' },
       ],
-      aead: 'node',
+      aead: 'auto',
       reconnect: { initialDelayMs: 200, maxDelayMs: 30_000, maxAttempts: 0 },
       headers: {},
       log: { level: 'info', format: 'json' },
