@@ -231,6 +231,8 @@ export class StreamMux implements StreamHost {
     this.flush();
     this.destroyed = true;
     this.queue = [];
+    // Most sessions end with no stream left: skip building an Error (and its stack) for nobody.
+    if (this.streams.size === 0) return;
     const error = new StreamError(ErrorCode.SESSION_CLOSED, reason, ResetCode.SESSION_CLOSED);
     for (const stream of [...this.streams.values()]) stream.abort(error);
     this.streams.clear();
