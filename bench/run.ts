@@ -67,6 +67,7 @@ npm run bench:smoke                  tiny sizes, 1 repetition, results in $TMPDI
   --reps N          repetitions per figure (default 3; smoke 1)
   --paths A,B       only these paths: direct, reflector, reflector-nginx-tls, ssh-chacha20, ssh-aes128-gcm
   --paths-only      skip the handshake and memory figures
+  --figures A,B     only these figure groups: paths, handshakes, memory (default all; --paths-only = paths)
   --profile         node --cpu-prof on the reflector children (bulk, round trips, handshakes); writes <date>-profile.md
   --node-flags 'F'  extra node flags for the reflector children (e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof')
   --out DIR         write results here instead
@@ -85,7 +86,11 @@ interface Args {
   pathsOnly: boolean;
   /** Extra node flags for the reflector children, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p". */
   nodeFlags: string[];
+  /** Only these figure groups (paths, handshakes, memory); undefined = all. */
+  figures?: string[];
 }
+
+const FIGURE_GROUPS = ['paths', 'handshakes', 'memory'];
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { smoke: false, profile: false, keep: false, pathsOnly: false, nodeFlags: [] };
@@ -98,13 +103,19 @@ function parseArgs(argv: string[]): Args {
     else if (arg === '--out') args.out = argv[++i];
     else if (arg === '--paths') args.paths = (argv[++i] ?? '').split(',');
     else if (arg === '--paths-only') args.pathsOnly = true;
+    else if (arg === '--figures') args.figures = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (arg === '--node-flags') args.nodeFlags = (argv[++i] ?? '').split(' ').filter(Boolean);
     else if (arg === '--help' || arg === '-h') {
       process.stdout.write(USAGE);
       process.exit(0);
     }
-    else throw new Error(`unknown argument ${arg} (expected --smoke, --profile, --reps N, --paths ID,ID, --paths-only, --out DIR, --keep)`);
+    else throw new Error(`unknown argument ${arg} (expected --smoke, --profile, --reps N, --paths ID,ID, --paths-only, --figures A,B, --out DIR, --keep)`);
   }
+  if (args.figures !== undefined) {
+    const unknown = args.figures.filter((f) => !FIGURE_GROUPS.includes(f));
+    if (unknown.length > 0 || args.figures.length === 0) throw new Error(`--figures takes a comma-separated list of ${FIGURE_GROUPS.join(', ')}`);
+  }
+  if (args.pathsOnly) args.figures = ['paths'];
   if (args.reps !== undefined && !(Number.isInteger(args.reps) && args.reps >= 1)) throw new Error('--reps needs a positive integer');
   return args;
 }
@@ -170,7 +181,8 @@ async function main(): Promise<number> {
     }
 
     const results = new Results();
-    const paths: BenchPath[] = [
+    const wants = (group: string): boolean => args.figures === undefined || args.figures.includes(group);
+    const paths: BenchPath[] = !wants('paths') ? [] : [
       new DirectPath(),
       new ReflectorPath(false),
       new ReflectorPath(true),
@@ -197,16 +209,20 @@ async function main(): Promise<number> {
       }
     }
 
-    definePathFigures(results, settings.path);
-    say('figures through each path (repetitions interleaved):');
-    await runPathFigures(ctx, active, results, settings.path);
-    for (const p of paths) await p.teardown();
+    if (wants('paths')) {
+      definePathFigures(results, settings.path);
+      say('figures through each path (repetitions interleaved):');
+      await runPathFigures(ctx, active, results, settings.path);
+      for (const p of paths) await p.teardown();
+    }
 
-    if (!args.pathsOnly) {
+    if (wants('handshakes')) {
       defineHandshakeFigures(results, settings.handshakes);
       say('handshakes:');
       await runHandshakeFigures(ctx, results, settings.handshakes);
+    }
 
+    if (wants('memory')) {
       defineMemoryFigures(results, settings.memory);
       say('memory:');
       await runMemoryFigures(ctx, results, settings.memory);
@@ -221,7 +237,7 @@ async function main(): Promise<number> {
       {
         startedAt,
         finishedAt,
-        command: args.smoke ? 'npm run bench:smoke' : `npm run bench${args.reps ? ` -- --reps ${args.reps}` : ''}`,
+        command: args.smoke ? 'npm run bench:smoke' : `npm run bench -- ${process.argv.slice(2).join(' ')}`.trimEnd().replace(/ --$/, ''),
         mode,
         machine: describeMachine(),
         versions: await describeVersions(repo),

@@ -13,13 +13,13 @@
  * WELCOME is an IdentityError (the client cannot trust the server).
  */
 import { createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
-import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { badClaims, signAuthToken, verifyAuthToken } from './auth-token.js';
 import { CHALLENGE_BYTES, Label, MAX_HANDSHAKE_MESSAGE_BYTES, PROTOCOL_VERSION } from './constants.js';
 import { ErrorCode, IdentityError, ProtocolError, ReflectorError } from './errors.js';
 import { AuthSchema, describeIssue, HelloSchema, isPlainObject, parseJsonMessage, WelcomeBodySchema, WelcomeSchema } from './handshake-wire.js';
 import { deriveSessionKeys, type SessionKeys } from './key-schedule.js';
 import { publicIdentityFromX, type Identity, type PublicIdentity } from './keys.js';
+import { mlKem768 } from './ml-kem.js';
 
 export interface Hello {
   version: 1;
@@ -73,11 +73,22 @@ export class KemKeyCache {
     const now = this.#now();
     // A clock that went backwards also retires the pair.
     if (this.#pair === undefined || now - this.#createdAt >= this.#maxAgeMs || now < this.#createdAt) {
-      this.#pair = ml_kem768.keygen();
+      this.#pair = mlKem768().keygen();
       this.#createdAt = now;
     }
     return this.#pair;
   }
+}
+
+/** The hello's `mlkem` text, made once per key pair (the pair is shared for up to 60 s). */
+const encapsulationKeyTexts = new WeakMap<KemKeyPair, string>();
+function encapsulationKeyText(kem: KemKeyPair): string {
+  let text = encapsulationKeyTexts.get(kem);
+  if (text === undefined) {
+    text = Buffer.from(kem.publicKey).toString('base64url');
+    encapsulationKeyTexts.set(kem, text);
+  }
+  return text;
 }
 
 export interface ServerHandshake {
@@ -129,7 +140,7 @@ export function startServerHandshake(host: Identity, kem: KemKeyPair, entropy?: 
     version: PROTOCOL_VERSION,
     challenge,
     x25519: rawX25519(createPublicKey(x25519)),
-    mlkem: Buffer.from(kem.publicKey).toString('base64url'),
+    mlkem: encapsulationKeyText(kem),
     hostKey: { kty: 'OKP', crv: 'Ed25519', x: host.publicJwk.x },
   });
   return new ServerHandshakeState(helloText, challenge, { host, x25519, kemSecretKey: kem.secretKey });
@@ -173,7 +184,7 @@ export async function finishServerHandshake(
   }
   let mlkemSecret: Uint8Array;
   try {
-    mlkemSecret = ml_kem768.decapsulate(kem, secrets.kemSecretKey);
+    mlkemSecret = mlKem768().decapsulate(kem, secrets.kemSecretKey);
   } catch (error) {
     throw badClaims('auth token kem could not be decapsulated', error);
   }
@@ -205,6 +216,14 @@ export function buildWelcome(host: Identity, keys: SessionKeys, body: WelcomeBod
 // Client side
 
 /**
+ * Host keys seen in recent hellos (by their `x`): a client reconnects to the
+ * same few servers, so the key object and its thumbprint are made once.
+ * Public values only; bounded, and cleared whole when full.
+ */
+const HOST_KEY_CACHE_ENTRIES = 32;
+const hostKeys = new Map<string, PublicIdentity>();
+
+/**
  * Parses and validates the server's hello. Async because the host key's RFC
  * 7638 thumbprint is computed with jose. Throws ProtocolError only:
  * HANDSHAKE_VERSION for another protocol version, HANDSHAKE_MALFORMED otherwise.
@@ -217,11 +236,16 @@ export async function parseHello(text: string): Promise<Hello> {
   const parsed = HelloSchema.safeParse(value);
   if (!parsed.success) throw malformed(describeIssue('hello', parsed.error, value));
   const hello = parsed.data;
-  let hostKey: PublicIdentity;
-  try {
-    hostKey = await publicIdentityFromX(Buffer.from(hello.hostKey.x, 'base64url'));
-  } catch (error) {
-    throw malformed('hello hostKey is not a usable Ed25519 public key', error);
+  let hostKey = hostKeys.get(hello.hostKey.x);
+  if (hostKey === undefined) {
+    try {
+      hostKey = await publicIdentityFromX(Buffer.from(hello.hostKey.x, 'base64url'));
+    } catch (error) {
+      throw malformed('hello hostKey is not a usable Ed25519 public key', error);
+    }
+    hostKey = Object.freeze({ ...hostKey, publicJwk: Object.freeze(hostKey.publicJwk) });
+    if (hostKeys.size >= HOST_KEY_CACHE_ENTRIES) hostKeys.clear();
+    hostKeys.set(hello.hostKey.x, hostKey);
   }
   return {
     version: PROTOCOL_VERSION,
@@ -253,7 +277,7 @@ export async function respondToHello(
   }
   let encapsulated: { cipherText: Uint8Array; sharedSecret: Uint8Array };
   try {
-    encapsulated = ml_kem768.encapsulate(hello.mlkem);
+    encapsulated = mlKem768().encapsulate(hello.mlkem);
   } catch (error) {
     throw malformed('hello mlkem is not a valid ML-KEM-768 encapsulation key', error);
   }

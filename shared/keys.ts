@@ -7,9 +7,8 @@
  * KEY_FILE_INVALID and one sentence that starts with the file's name.
  */
 import { constants as fsConstants } from 'node:fs';
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
-import { calculateJwkThumbprint } from 'jose';
 import { ConfigError, ErrorCode } from './errors.js';
 
 export const ED25519_KEY_BYTES = 32;
@@ -66,10 +65,22 @@ export function isThumbprint(value: unknown): value is string {
 // ---------------------------------------------------------------------------
 // Identities from keys
 
+/**
+ * RFC 7638 JWK thumbprint (SHA-256, base64url, 43 characters): the SHA-256 of
+ * the required members in lexicographic order, without whitespace. Only those
+ * members take part, so a private JWK gives the same answer. Synchronous (jose's
+ * calculateJwkThumbprint goes through WebCrypto and costs ~8× more);
+ * test/unit/keys.test.ts checks it against jose.
+ */
+export function thumbprintOfSync(jwk: PublicJwk): string {
+  // `x` is canonical base64url (checked where it was parsed), so JSON.stringify adds no escapes.
+  const canonical = `{"crv":${JSON.stringify(jwk.crv)},"kty":${JSON.stringify(jwk.kty)},"x":${JSON.stringify(jwk.x)}}`;
+  return createHash('sha256').update(canonical, 'utf8').digest('base64url');
+}
+
 /** RFC 7638 JWK thumbprint (SHA-256, base64url, 43 characters). */
-export function thumbprintOf(jwk: PublicJwk): Promise<string> {
-  // Only the required members take part, so a private JWK gives the same answer.
-  return calculateJwkThumbprint({ kty: jwk.kty, crv: jwk.crv, x: jwk.x }, 'sha256');
+export async function thumbprintOf(jwk: PublicJwk): Promise<string> {
+  return thumbprintOfSync(jwk);
 }
 
 export async function generateIdentity(): Promise<Identity> {
