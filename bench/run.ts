@@ -31,7 +31,7 @@ import { resultStem, writeResults } from './lib/report.js';
 import { Results } from './lib/results.js';
 import { evaluateTargets } from './lib/targets.js';
 import { DirectPath } from './paths/direct.js';
-import { ReflectorPath } from './paths/reflector.js';
+import { BEFORE_HOT_PATH_WORK, ReflectorPath } from './paths/reflector.js';
 import { SshPath } from './paths/ssh.js';
 import type { BenchContext, BenchPath } from './paths/types.js';
 
@@ -65,7 +65,7 @@ const USAGE = `npm run bench [-- OPTIONS]        full run; writes bench/results/
 npm run bench:smoke                  tiny sizes, 1 repetition, results in $TMPDIR/reflector-bench-smoke; exit 1 if a path failed
 
   --reps N          repetitions per figure (default 3; smoke 1)
-  --paths A,B       only these paths: direct, reflector, reflector-nginx-tls, ssh-chacha20, ssh-aes128-gcm
+  --paths A,B       only these paths: direct, reflector, reflector-no-pacing-node-aead, reflector-nginx-tls, ssh-chacha20, ssh-aes128-gcm
   --paths-only      skip the handshake and memory figures
   --figures A,B     only these figure groups: paths, handshakes, memory (default all; --paths-only = paths)
   --profile         node --cpu-prof on the reflector children (bulk, round trips, handshakes); writes <date>-profile.md
@@ -185,6 +185,7 @@ async function main(): Promise<number> {
     const paths: BenchPath[] = !wants('paths') ? [] : [
       new DirectPath(),
       new ReflectorPath(false),
+      new ReflectorPath(false, BEFORE_HOT_PATH_WORK),
       new ReflectorPath(true),
       new SshPath('chacha20-poly1305@openssh.com'),
       new SshPath('aes128-gcm@openssh.com'),

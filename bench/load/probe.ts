@@ -53,7 +53,7 @@ async function startClientProbe(args: string[]): Promise<() => unknown> {
     serverKey,
     knownServers,
     forwards: [{ host: '127.0.0.1', port: Number(port), service: 'bench' }],
-    aead: 'node',
+    aead: 'auto',
     reconnect: { initialDelayMs: 200, maxDelayMs: 30_000, maxAttempts: 0 },
     headers: {},
     log: { level: 'info', format: 'json' },

@@ -43,7 +43,7 @@ export async function makeReflectorKeys(dir: string): Promise<ReflectorKeys> {
  */
 export async function writeServerConfig(
   keys: ReflectorKeys,
-  options: { port: number; targetPort: number; limits?: Partial<Limits>; name?: string },
+  options: { port: number; targetPort: number; limits?: Partial<Limits>; name?: string; aead?: string },
 ): Promise<string> {
   const file = path.join(keys.dir, `${options.name ?? 'server'}.yaml`);
   const config = {
@@ -51,6 +51,7 @@ export async function writeServerConfig(
     path: '/tunnel',
     hostKey: keys.hostFile,
     trustProxy: 'loopback',
+    ...(options.aead ? { aead: options.aead } : {}),
     services: { [SERVICE]: `127.0.0.1:${options.targetPort}` },
     clients: [{ name: 'bench', keyFile: `${keys.clientFile}.pub`, services: [SERVICE] }],
     ...(options.limits ? { limits: options.limits } : {}),
@@ -70,11 +71,19 @@ export async function startReflectorServer(
   keys: ReflectorKeys,
   name: string,
   limits?: Partial<Limits>,
+  variant: ReflectorVariant = PRODUCT_DEFAULTS,
 ): Promise<{ child: Child; port: number }> {
   const port = await freePort();
-  const config = await writeServerConfig(keys, { port, targetPort: ctx.targetPort, name, ...(limits ? { limits } : {}) });
+  const config = await writeServerConfig(keys, {
+    port,
+    targetPort: ctx.targetPort,
+    name,
+    ...(limits ? { limits } : {}),
+    ...(variant.aead ? { aead: variant.aead } : {}),
+  });
   const child = start(`${name} (reflector server)`, process.execPath, [...ctx.nodeFlags, reflectorBin(ctx), 'server', '--config', config], {
     log: path.join(ctx.dir, `${name}.log`),
+    env: { ...process.env, ...variant.env },
   });
   await child.waitForLog((line) => line.includes('"event":"server.listening"'), 'server.listening');
   return { child, port };
@@ -97,6 +106,7 @@ export async function startReflectorClient(
   name: string,
   url: string,
   caFile?: string,
+  variant: ReflectorVariant = PRODUCT_DEFAULTS,
 ): Promise<{ child: Child; port: number; trust?: string }> {
   const port = await freePort();
   let env: NodeJS.ProcessEnv = {};
@@ -125,14 +135,40 @@ export async function startReflectorClient(
     '-L',
     `127.0.0.1:${port}=${SERVICE}`,
     ...caArgs,
+    ...(variant.aead ? ['--aead', variant.aead] : []),
   ];
   const child = start(`${name} (reflector connect)`, process.execPath, args, {
     log: path.join(ctx.dir, `${name}.log`),
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...env, ...variant.env },
   });
   await child.waitForLog((line) => line.includes('"event":"session.open"'), 'session.open');
   return { child, port, ...(trust ? { trust } : {}) };
 }
+
+/** How a path's two reflectors are run: the product defaults, or with some switches turned back. */
+export interface ReflectorVariant {
+  /** Path id suffix and what the results call it. */
+  id?: string;
+  label?: string;
+  /** `aead` in the server config and `--aead` for the client (default: the product default). */
+  aead?: string;
+  /** Extra environment for both reflector processes. */
+  env?: Record<string, string>;
+}
+
+const PRODUCT_DEFAULTS: ReflectorVariant = {};
+
+/**
+ * The hot-path switches of the performance work turned back (OpenSSL AEAD,
+ * which allocates per record, and no GC pacing), measured in the same run as
+ * the defaults so their effect is a ratio, not a comparison across days.
+ */
+export const BEFORE_HOT_PATH_WORK: ReflectorVariant = {
+  id: 'reflector-no-pacing-node-aead',
+  label: 'Reflector, aead node and REFLECTOR_GC_PACING=off',
+  aead: 'node',
+  env: { REFLECTOR_GC_PACING: 'off' },
+};
 
 export class ReflectorPath implements BenchPath {
   readonly id: string;
@@ -142,9 +178,12 @@ export class ReflectorPath implements BenchPath {
   private nginx: NginxFront | undefined;
   private trust: string | undefined;
 
-  constructor(private readonly viaNginx: boolean) {
-    this.id = viaNginx ? 'reflector-nginx-tls' : 'reflector';
-    this.label = viaNginx ? 'Reflector behind nginx (TLS)' : 'Reflector (client → server → target)';
+  constructor(
+    private readonly viaNginx: boolean,
+    private readonly variant: ReflectorVariant = PRODUCT_DEFAULTS,
+  ) {
+    this.id = variant.id ?? (viaNginx ? 'reflector-nginx-tls' : 'reflector');
+    this.label = variant.label ?? (viaNginx ? 'Reflector behind nginx (TLS)' : 'Reflector (client → server → target)');
   }
 
   unavailable(): string | undefined {
@@ -158,14 +197,14 @@ export class ReflectorPath implements BenchPath {
 
   async setup(ctx: BenchContext): Promise<PathEndpoint> {
     const keys = await makeReflectorKeys(path.join(ctx.dir, this.id));
-    const server = await startReflectorServer(ctx, keys, `${this.id}-server`);
+    const server = await startReflectorServer(ctx, keys, `${this.id}-server`, undefined, this.variant);
     this.server = server.child;
     let url = `ws://127.0.0.1:${server.port}/tunnel`;
     if (this.viaNginx) {
       this.nginx = await startNginxTls(ctx, path.join(ctx.dir, 'nginx'), server.port);
       url = `wss://127.0.0.1:${this.nginx.port}/tunnel`;
     }
-    const client = await startReflectorClient(ctx, keys, `${this.id}-client`, url, this.nginx?.certFile);
+    const client = await startReflectorClient(ctx, keys, `${this.id}-client`, url, this.nginx?.certFile, this.variant);
     this.client = client.child;
     this.trust = client.trust;
     await waitForBanner(client.port);
@@ -179,7 +218,10 @@ export class ReflectorPath implements BenchPath {
   }
 
   details(): string {
-    const records = 'ChaCha20-Poly1305 records (aead: auto, product default), product default limits';
+    const records =
+      this.variant === PRODUCT_DEFAULTS
+        ? 'ChaCha20-Poly1305 records (aead: auto, product default), product default limits'
+        : `ChaCha20-Poly1305 records, aead ${this.variant.aead ?? 'auto'}, environment ${JSON.stringify(this.variant.env ?? {})}, product default limits`;
     return this.nginx
       ? `${records}; client → nginx: ${this.nginx.tls}, self-signed certificate trusted with ${this.trust}; nginx → server: plain HTTP/1.1 upgrade`
       : `${records}; ws:// on loopback`;
