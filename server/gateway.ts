@@ -132,9 +132,17 @@ export class Gateway {
       else this.unauthenticated.set(address, left);
     };
     socket.once('close', releaseUnauthenticated);
-    this.wss.handleUpgrade(req, socket, head, (ws) => {
-      this.options.onConnection(ws, { address, releaseUnauthenticated });
-    });
+    // ws writes the 101 response and hands the WebSocket over synchronously, and the
+    // server's hello is sent in that same tick: corked, both leave in one write
+    // (one syscall here, one read for the client) instead of two.
+    socket.cork();
+    try {
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        this.options.onConnection(ws, { address, releaseUnauthenticated });
+      });
+    } finally {
+      socket.uncork();
+    }
   }
 }
 

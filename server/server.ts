@@ -57,6 +57,8 @@ export class ReflectorServer {
   private currentState: ServerState = 'running';
   private registry: ServiceRegistry;
   private readonly sessions = new Set<LiveSession>();
+  /** The same sessions by client thumbprint: the per-client limit is checked on every handshake. */
+  private readonly sessionsByClient = new Map<string, Set<LiveSession>>();
   private readonly aead: AeadBackend;
   private readonly kemKeys = new KemKeyCache();
   private readonly gateway: Gateway;
@@ -238,7 +240,7 @@ export class ReflectorServer {
       return refuse(ResumeFailCode.BAD_PROOF, 'the resume proof does not verify', `bad proof for session ${target.id}`);
     }
     clearTimeout(target.suspendTimer);
-    this.sessions.delete(fresh);
+    this.removeSession(fresh);
     target.session.attach(fresh.session.detachTransport());
     target.address = fresh.address;
     target.session.sendFrame({ type: 'RESUME_OK', streamId: 0, streams: target.session.mux.resumeEntries() });
@@ -256,10 +258,26 @@ export class ReflectorServer {
     this.events.emit('session.resume', { id: target.id, client: target.client.name, streams: target.session.mux.streamCount });
   }
 
+  private addSession(live: LiveSession): void {
+    this.sessions.add(live);
+    const mine = this.sessionsByClient.get(live.client.thumbprint);
+    if (mine === undefined) this.sessionsByClient.set(live.client.thumbprint, new Set([live]));
+    else mine.add(live);
+  }
+
+  private removeSession(live: LiveSession): void {
+    this.sessions.delete(live);
+    const mine = this.sessionsByClient.get(live.client.thumbprint);
+    if (mine?.delete(live) && mine.size === 0) this.sessionsByClient.delete(live.client.thumbprint);
+  }
+
   private async handleConnection(ws: WebSocket, info: ConnectionInfo): Promise<void> {
-    const log = this.logger.child({ address: info.address });
+    // Child loggers are made on first use: a connection that only authenticates and
+    // closes writes its two audit lines through this.logger with the same fields inline.
+    let connectionLog: Logger | undefined;
+    const log = (): Logger => (connectionLog ??= this.logger.child({ address: info.address }));
     const connectedAt = Date.now();
-    ws.on('error', (error) => log.warn({ event: 'ws.error', err: error.message }, `websocket error: ${error.message}`));
+    ws.on('error', (error) => log().warn({ event: 'ws.error', err: error.message }, `websocket error: ${error.message}`));
     let authenticated;
     try {
       authenticated = await authenticate(ws, {
@@ -271,7 +289,7 @@ export class ReflectorServer {
     } catch (error) {
       info.releaseUnauthenticated();
       const failure = error instanceof ReflectorError ? error : undefined;
-      log.warn(
+      log().warn(
         { event: 'auth.failure', code: failure?.code ?? ErrorCode.INTERNAL, reason: (error as Error).message },
         `authentication failed: ${(error as Error).message}`,
       );
@@ -290,11 +308,12 @@ export class ReflectorServer {
       return;
     }
     const sessionId = keys.sessionId.toString('base64url');
-    const mine = [...this.sessions].filter((live) => live.client.thumbprint === client.thumbprint);
-    const clientSessions = mine.filter((live) => live.session.state === 'open').length;
+    const mine = this.sessionsByClient.get(client.thumbprint) ?? new Set<LiveSession>();
+    let clientSessions = 0;
+    for (const live of mine) if (live.session.state === 'open') clientSessions += 1;
     // A suspended session must not stop its own resume; suspended ones are bounded by the resume window.
-    if (clientSessions >= this.config.limits.maxSessionsPerClient || mine.length >= 2 * this.config.limits.maxSessionsPerClient) {
-      log.warn(
+    if (clientSessions >= this.config.limits.maxSessionsPerClient || mine.size >= 2 * this.config.limits.maxSessionsPerClient) {
+      log().warn(
         { event: 'auth.limited', client: client.name, sessions: clientSessions },
         `refused session of ${client.name}: ${clientSessions} sessions already open`,
       );
@@ -303,7 +322,11 @@ export class ReflectorServer {
     }
 
     const { limits } = this.config;
-    const sessionLog = log.child({ client: client.name, session: sessionId });
+    // What log.child({ client, session }) would bind, in the same order: a line logged
+    // with these fields first is byte for byte the child's line.
+    const sessionFields = { address: info.address, client: client.name, session: sessionId };
+    let sessionLogger: Logger | undefined;
+    const sessionLog = (): Logger => (sessionLogger ??= this.logger.child(sessionFields));
     const live: LiveSession = {
       id: sessionId,
       client,
@@ -334,13 +357,13 @@ export class ReflectorServer {
             events: this.events,
             connectTimeoutMs: limits.backendConnectTimeoutMs,
             draining: () => this.currentState !== 'running',
-            logger: sessionLog,
+            logger: sessionLog(),
           }),
       }),
     };
-    this.sessions.add(live);
+    this.addSession(live);
     live.session.on('suspend', (suspendInfo) => {
-      sessionLog.info(
+      sessionLog().info(
         { event: 'session.suspend', code: suspendInfo.code, streams: live.session.mux.streamCount, resumeWindowMs: limits.resumeWindowMs },
         `connection lost (${suspendInfo.code}); keeping ${live.session.mux.streamCount} streams for ${limits.resumeWindowMs} ms`,
       );
@@ -348,12 +371,13 @@ export class ReflectorServer {
       live.suspendTimer = setTimeout(() => live.session.expire(), limits.resumeWindowMs);
       live.suspendTimer.unref();
     });
-    live.session.on('resume', (frame: FrameOf<'RESUME'>) => this.resume(live, frame, sessionLog));
+    live.session.on('resume', (frame: FrameOf<'RESUME'>) => this.resume(live, frame, sessionLog()));
     live.session.on('close', (closeInfo) => {
       clearTimeout(live.suspendTimer);
-      this.sessions.delete(live);
-      sessionLog.info(
+      this.removeSession(live);
+      this.logger.info(
         {
+          ...sessionFields,
           event: 'session.close',
           code: closeInfo.code,
           by: closeInfo.by,
@@ -385,8 +409,8 @@ export class ReflectorServer {
       }),
     });
     live.session.mux.flush();
-    sessionLog.info(
-      { event: 'auth.success', thumbprint: client.thumbprint },
+    this.logger.info(
+      { ...sessionFields, event: 'auth.success', thumbprint: client.thumbprint },
       `client ${client.name} authenticated from ${info.address}`,
     );
     this.events.emit('auth.success', {

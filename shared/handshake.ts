@@ -299,6 +299,9 @@ export async function respondToHello(
   return { authText, keys };
 }
 
+/** Throws on invalid UTF-8; stateless between calls (decode is never called with `stream`). */
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
 /**
  * Checks the WELCOME payload: the host key in `hello` signed this session's
  * transcript, the session id matches, and the limits are in range. Throws
@@ -309,7 +312,7 @@ export function verifyWelcome(payload: Buffer, hello: Hello, keys: SessionKeys):
   if (payload.length > MAX_HANDSHAKE_MESSAGE_BYTES) throw invalid(`welcome is ${payload.length} bytes, more than ${MAX_HANDSHAKE_MESSAGE_BYTES}`);
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(payload);
+    text = strictUtf8.decode(payload);
   } catch (error) {
     throw invalid('welcome is not UTF-8', error);
   }

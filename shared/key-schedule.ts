@@ -14,8 +14,17 @@
  *
  * The session stays secret as long as either half of IKM does (the same
  * construction as OpenSSH's mlkem768x25519-sha256 and TLS's X25519MLKEM768).
+ *
+ * Every L is at most one SHA-256 block, so RFC 5869 reduces to one Extract
+ * and one HMAC per label, computed here directly:
+ *
+ *   PRK  = HMAC-SHA256(key = T, IKM)
+ *   key  = first L bytes of HMAC-SHA256(key = PRK, utf8(label) ‖ 0x01)
+ *
+ * (the same bytes as hkdfSync, which repeats the Extract for every label and
+ * costs ~4× more; test/unit/key-schedule.test.ts checks both against RFC 5869).
  */
-import { createHash, hkdfSync } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { AEAD_KEY_BYTES, Label } from './constants.js';
 import { ErrorCode, ReflectorError } from './errors.js';
 
@@ -54,15 +63,25 @@ export function deriveSessionKeys(
     );
   }
   const transcript = transcriptHash(helloText, authText);
-  const ikm = Buffer.concat([x25519Secret, mlkemSecret]);
-  const expand = (label: string, length: number): Buffer => Buffer.from(hkdfSync('sha256', ikm, transcript, label, length));
+  const prk = createHmac('sha256', transcript).update(x25519Secret).update(mlkemSecret).digest();
   const keys: SessionKeys = {
     transcript,
-    c2s: expand(Label.C2S, AEAD_KEY_BYTES),
-    s2c: expand(Label.S2C, AEAD_KEY_BYTES),
-    resumption: expand(Label.RESUME, 32),
-    sessionId: expand(Label.SESSION_ID, SESSION_ID_BYTES),
+    c2s: expandOneBlock(prk, Label.C2S, AEAD_KEY_BYTES),
+    s2c: expandOneBlock(prk, Label.S2C, AEAD_KEY_BYTES),
+    resumption: expandOneBlock(prk, Label.RESUME, 32),
+    sessionId: expandOneBlock(prk, Label.SESSION_ID, SESSION_ID_BYTES),
   };
-  ikm.fill(0);
+  prk.fill(0);
   return keys;
+}
+
+const SHA256_BYTES = 32;
+const FIRST_BLOCK = Buffer.from([1]);
+
+/** HKDF-Expand (RFC 5869 §2.3) for L ≤ 32: T(1) = HMAC(PRK, info ‖ 0x01), cut to L. */
+function expandOneBlock(prk: Buffer, label: string, length: number): Buffer {
+  if (length > SHA256_BYTES) throw new ReflectorError(ErrorCode.INTERNAL, `HKDF-Expand of ${length} bytes needs more than one block`);
+  const block = createHmac('sha256', prk).update(label, 'utf8').update(FIRST_BLOCK).digest();
+  // A copy of the first `length` bytes, so no key shares memory with the rest of its block.
+  return length === SHA256_BYTES ? block : Buffer.from(block.subarray(0, length));
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash, createHmac, diffieHellman, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, createHmac, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { CloseCode, Label } from '../../shared/constants.js';
@@ -67,6 +67,31 @@ describe('deriveSessionKeys', () => {
     assert.deepEqual(keys.s2c, hkdfReference(ikm, t, Label.S2C, 32));
     assert.deepEqual(keys.resumption, hkdfReference(ikm, t, Label.RESUME, 32));
     assert.deepEqual(keys.sessionId, hkdfReference(ikm, t, Label.SESSION_ID, 16));
+  });
+
+  it("matches the key-schedule vector of docs/protocol.md appendix B", () => {
+    const keys = deriveSessionKeys(Buffer.alloc(32, 0x11), Buffer.alloc(32, 0x22), '{"type":"hello"}', '{"type":"auth"}');
+    assert.equal(keys.transcript.toString('hex'), 'beb07479213fc2e623cdcbc8952c50a18c95349e72058acac7de43c4a4d07e43');
+    assert.equal(keys.c2s.toString('hex'), '8fa82f7f0f12de69c9e666238eff894886b278e243c8eec5c8b5f6c9bc1bb385');
+    assert.equal(keys.s2c.toString('hex'), '129f600d9aec68945799d69d2e460b2199c899aebab0f20c9f825ce84eb9a299');
+    assert.equal(keys.resumption.toString('hex'), '56172369a744de6644f12a2e80677f30e0bfa121b20a35f1075fdf923c82b33d');
+    assert.equal(keys.sessionId.toString('hex'), '61500ed5bd9ba9c7dca1d24fe9fa8697');
+    assert.equal(keys.sessionId.toString('base64url'), 'YVAO1b2bqcfcodJP6fqGlw');
+  });
+
+  it("gives exactly node:crypto hkdfSync's bytes for every label", () => {
+    for (let i = 0; i < 50; i += 1) {
+      const x = randomBytes(32);
+      const m = randomBytes(32);
+      const helloText = `{"type":"hello","n":${i},"é":"${randomBytes(i).toString('base64')}"}`;
+      const keys = deriveSessionKeys(x, m, helloText, auth);
+      const ikm = Buffer.concat([x, m]);
+      const hkdf = (label: string, length: number): Buffer => Buffer.from(hkdfSync('sha256', ikm, keys.transcript, label, length));
+      assert.deepEqual(keys.c2s, hkdf(Label.C2S, 32));
+      assert.deepEqual(keys.s2c, hkdf(Label.S2C, 32));
+      assert.deepEqual(keys.resumption, hkdf(Label.RESUME, 32));
+      assert.deepEqual(keys.sessionId, hkdf(Label.SESSION_ID, 16));
+    }
   });
 
   it('gives different keys when only the X25519 half differs', () => {
