@@ -21,6 +21,10 @@ export const nobleAead: AeadBackend = {
     chacha20poly1305(key, nonce).encrypt(plaintext, output);
   },
 
+  openInPlace(key, nonce, sealed) {
+    return nobleAead.open(key, nonce, sealed);
+  },
+
   open(key, nonce, sealed) {
     if (sealed.length < AEAD_TAG_BYTES) return null;
     const plaintext = Buffer.allocUnsafe(sealed.length - AEAD_TAG_BYTES);

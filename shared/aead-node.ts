@@ -25,6 +25,10 @@ export const nodeAead: AeadBackend = {
     cipher.getAuthTag().copy(output, plaintext.length);
   },
 
+  openInPlace(key, nonce, sealed) {
+    return nodeAead.open(key, nonce, sealed);
+  },
+
   open(key, nonce, sealed) {
     if (sealed.length < AEAD_TAG_BYTES) return null;
     const bodyLength = sealed.length - AEAD_TAG_BYTES;

@@ -49,6 +49,19 @@ function makeSodiumAead(lib: SodiumAead): AeadBackend {
       lib.crypto_aead_chacha20poly1305_ietf_encrypt(output, plaintext, null, null, nonce, key);
     },
 
+    openInPlace(key, nonce, sealed) {
+      checkKeyAndNonce(key, nonce);
+      if (sealed.length < AEAD_TAG_BYTES) return null;
+      const plaintext = sealed.subarray(0, sealed.length - AEAD_TAG_BYTES);
+      try {
+        // libsodium checks the tag first, then decrypts; it allows the plaintext to start where the ciphertext does.
+        lib.crypto_aead_chacha20poly1305_ietf_decrypt(plaintext, null, sealed, null, nonce, key);
+      } catch {
+        return null;
+      }
+      return plaintext;
+    },
+
     open(key, nonce, sealed) {
       checkKeyAndNonce(key, nonce);
       if (sealed.length < AEAD_TAG_BYTES) return null;

@@ -28,6 +28,13 @@ export interface AeadBackend {
   sealInto(key: Buffer, nonce: Buffer, plaintext: Buffer, output: Buffer): void;
   /** Returns the plaintext, or null if authentication fails or `sealed` is shorter than the tag. */
   open(key: Buffer, nonce: Buffer, sealed: Buffer): Buffer | null;
+  /**
+   * Like open(), but may decrypt into `sealed`'s own memory and return a view
+   * of it (sodium does; the others allocate as open() does). The caller must
+   * own `sealed` and read it no more. On failure `sealed` holds no plaintext
+   * (unchanged, or zeroed by libsodium).
+   */
+  openInPlace(key: Buffer, nonce: Buffer, sealed: Buffer): Buffer | null;
 }
 
 /** A wrong output size would send a record the peer cannot open: fail here instead. */

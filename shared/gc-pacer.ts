@@ -11,17 +11,29 @@
  * (`node --trace-gc`: "Mark-Compact … GC in old space requested"). Measured in
  * a long-running client and server: 4.8 and 6.7-8.5 CPU-s per GiB instead of
  * 2.0 and 1.9, throughput down from ~340 to ~140 MB/s. A scavenge frees the
- * same buffers in a fraction of a millisecond, so after every few MiB of
+ * same buffers for a fraction of a millisecond, so every so many bytes of
  * records we ask for one.
+ *
+ * How many bytes: a scavenge costs ~0.3 ms, so asking too often costs CPU
+ * too (every 1 MiB: +0.6 CPU-s/GiB per process). How much external memory V8
+ * tolerates depends on its heap state: after an idle spell its limits are
+ * tight and 4 MiB is too far apart. So the interval adapts: a full collection
+ * while records flow halves it (down to MIN), and a long calm run of paced
+ * intervals doubles it again (up to MAX).
  *
  * `gc` is exposed only inside a throwaway vm context (the global scope is left
  * alone). REFLECTOR_GC_PACING=off turns pacing off, for comparison.
  */
+import { constants, PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 
-/** Record bytes (sealed plus opened, process-wide) between two young collections. */
-export const GC_PACING_BYTES = 4 * 1024 * 1024;
+const KiB = 1024;
+export const GC_PACING_MIN_BYTES = 512 * KiB;
+export const GC_PACING_MAX_BYTES = 8 * 1024 * KiB;
+const INITIAL_BYTES = 4 * 1024 * KiB;
+/** Paced intervals without a full collection before the interval doubles. */
+const CALM_INTERVALS_TO_GROW = 256;
 
 type MinorGc = () => void;
 
@@ -39,16 +51,52 @@ function loadMinorGc(): MinorGc | undefined {
 }
 
 const minorGc = loadMinorGc();
+let intervalBytes = INITIAL_BYTES;
 let sinceLastCollection = 0;
+let calmIntervals = 0;
+/** Set by traffic, cleared when the observer runs: a full collection counts only while records flow. */
+let trafficSinceLastLook = false;
+
+function onFullCollection(): void {
+  intervalBytes = Math.max(GC_PACING_MIN_BYTES, intervalBytes / 2);
+  calmIntervals = 0;
+}
+
+if (minorGc !== undefined) {
+  const observer = new PerformanceObserver((list) => {
+    const busy = trafficSinceLastLook;
+    trafficSinceLastLook = false;
+    if (!busy) return;
+    for (const entry of list.getEntries()) {
+      if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
+        onFullCollection();
+        return;
+      }
+    }
+  });
+  // An observer holds no handle: it never keeps a process alive.
+  observer.observe({ entryTypes: ['gc'] });
+}
 
 /** Whether pacing is active in this process. */
 export const gcPacingEnabled = minorGc !== undefined;
 
+/** The current interval, in record bytes between two young collections. */
+export function gcPacingInterval(): number {
+  return intervalBytes;
+}
+
 /** Counts bytes of records that just went through the record layer. */
 export function recordBytesPassed(bytes: number): void {
   if (minorGc === undefined) return;
+  trafficSinceLastLook = true;
   sinceLastCollection += bytes;
-  if (sinceLastCollection < GC_PACING_BYTES) return;
+  if (sinceLastCollection < intervalBytes) return;
   sinceLastCollection = 0;
   minorGc();
+  calmIntervals += 1;
+  if (calmIntervals >= CALM_INTERVALS_TO_GROW && intervalBytes < GC_PACING_MAX_BYTES) {
+    intervalBytes *= 2;
+    calmIntervals = 0;
+  }
 }

@@ -128,6 +128,18 @@ export class RecordOpener {
 
   /** Returns the record's plaintext or throws ProtocolError; after a throw, every call throws. */
   open(record: Buffer): Buffer {
+    return this.#open(record, false);
+  }
+
+  /**
+   * Like open(), but the plaintext may be decrypted into the record's own
+   * memory (no allocation per record): the caller must own `record`.
+   */
+  openInPlace(record: Buffer): Buffer {
+    return this.#open(record, true);
+  }
+
+  #open(record: Buffer, inPlace: boolean): Buffer {
     if (this.#poisoned) throw new ProtocolError(ErrorCode.RECORD_OPEN_FAILED, 'an earlier record failed to open');
     // Cleared only on success, so any throw below (ours or a backend's) leaves the opener poisoned.
     this.#poisoned = true;
@@ -137,7 +149,8 @@ export class RecordOpener {
         `record of ${record.length} bytes exceeds ${this.#maxRecordBytes} + ${AEAD_TAG_BYTES}`,
       );
     }
-    const plaintext = this.#backend.open(this.#epoch.key, this.#epoch.nonce, record);
+    const { key, nonce } = this.#epoch;
+    const plaintext = inPlace ? this.#backend.openInPlace(key, nonce, record) : this.#backend.open(key, nonce, record);
     if (plaintext === null) throw new ProtocolError(ErrorCode.RECORD_OPEN_FAILED, 'record failed authentication');
     this.#epoch.advance(plaintext.length, this.#rekeyBytes);
     this.#poisoned = false;

@@ -273,7 +273,8 @@ export class SecureSession extends EventEmitter {
         throw new ProtocolError(ErrorCode.RECORD_UNEXPECTED_TEXT, 'text message after the handshake');
       }
       const record = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-      const plaintext = this.transport.opener.open(record);
+      // The message buffer is ours alone once ws emits it: open the record where it lies.
+      const plaintext = this.transport.opener.openInPlace(record);
       this.bytesOpened += plaintext.length;
       recordBytesPassed(record.length);
       this.mux.receiveRecord(plaintext);

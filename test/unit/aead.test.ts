@@ -170,6 +170,32 @@ describe('all backends', () => {
     }
   });
 
+  it('openInPlace() gives the same plaintext as open(), and on a bad tag returns null and leaves no plaintext in the record', () => {
+    for (const backend of backends) {
+      for (const length of [0, 1, 63, 64, 65, 1000, 64 * 1024]) {
+        const key = randomBytes(32);
+        const nonce = randomBytes(12);
+        const plaintext = randomBytes(length);
+        const sealed = backend.seal(key, nonce, plaintext);
+        // Inside a larger buffer, as ws hands over a record read with its neighbours.
+        const prefix = randomBytes(7);
+        const suffix = randomBytes(9);
+        const around = Buffer.concat([prefix, sealed, suffix]);
+        const record = around.subarray(7, 7 + sealed.length);
+        const opened = backend.openInPlace(key, nonce, record);
+        assert.ok(opened?.equals(plaintext), `${backend.name} length ${length}`);
+        assert.ok(around.subarray(0, 7).equals(prefix) && around.subarray(7 + sealed.length).equals(suffix), `${backend.name} wrote outside the record`);
+        const tampered = Buffer.from(sealed);
+        tampered[Math.max(0, tampered.length - 1)]! ^= 1;
+        const before = Buffer.from(tampered);
+        assert.equal(backend.openInPlace(key, nonce, tampered), null, `${backend.name} accepts a bad tag`);
+        // libsodium zeroes its output on failure (here the record itself); never is any plaintext left there.
+        const zeroedBody = tampered.subarray(0, length).every((byte) => byte === 0) && tampered.subarray(length).equals(before.subarray(length));
+        assert.ok(tampered.equals(before) || zeroedBody, `${backend.name} left other bytes in a record that failed to open`);
+      }
+    }
+  });
+
   it('sealInto() refuses an output of the wrong size instead of sending a record nobody can open', () => {
     for (const backend of backends) {
       const plaintext = randomBytes(100);
