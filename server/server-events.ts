@@ -9,7 +9,7 @@ export type StreamRefusalReason = 'draining' | 'unknown-service' | 'not-allowed'
 
 export interface ServerEventMap {
   'auth.success': [{ client: string; thumbprint: string; address: string; durationMs: number }];
-  'auth.failure': [{ address: string; code: string; reason: string }];
+  'auth.failure': [{ address: string; code: string; kid?: string; reason: string }];
   'session.open': [{ id: string; client: string; address: string }];
   'session.close': [{ id: string; client: string; code: number; durationMs: number; errorCode?: string }];
   'session.suspend': [{ id: string; client: string; streams: number }];

@@ -11,7 +11,7 @@ import { AEAD_TAG_BYTES, CloseCode, GoAwayCode, MAX_HANDSHAKE_MESSAGE_BYTES, Res
 import type { FrameOf } from '../shared/frames.js';
 import { verifyResumeProof } from '../shared/resume.js';
 import type { Limits, ServerConfig } from '../shared/config-schema.js';
-import { ErrorCode, PolicyError, ReflectorError } from '../shared/errors.js';
+import { AuthError, ErrorCode, PolicyError, ReflectorError } from '../shared/errors.js';
 import { buildWelcome, KemKeyCache } from '../shared/handshake.js';
 import { loadPrivateKeyFile, type Identity } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
@@ -289,13 +289,15 @@ export class ReflectorServer {
     } catch (error) {
       info.releaseUnauthenticated();
       const failure = error instanceof ReflectorError ? error : undefined;
+      const kid = error instanceof AuthError ? error.kid : undefined;
       log().warn(
-        { event: 'auth.failure', code: failure?.code ?? ErrorCode.INTERNAL, reason: (error as Error).message },
+        { event: 'auth.failure', code: failure?.code ?? ErrorCode.INTERNAL, ...(kid ? { kid } : {}), reason: (error as Error).message },
         `authentication failed: ${(error as Error).message}`,
       );
       this.events.emit('auth.failure', {
         address: info.address,
         code: failure?.code ?? ErrorCode.INTERNAL,
+        ...(kid ? { kid } : {}),
         reason: (error as Error).message,
       });
       closeSocket(ws, failure?.closeCode ?? CloseCode.INTERNAL_ERROR);

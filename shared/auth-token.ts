@@ -84,7 +84,22 @@ export async function verifyAuthToken(
   nowMs: number,
 ): Promise<{ kid: string; epk: Buffer; kem: Buffer }> {
   const kid = checkAuthHeader(token);
+  try {
+    return await verifyNamedToken(token, kid, expected, lookupClientKey, nowMs);
+  } catch (error) {
+    // Every later failure concerns the key the token named: the audit log records which.
+    if (error instanceof AuthError) error.kid ??= kid;
+    throw error;
+  }
+}
 
+async function verifyNamedToken(
+  token: string,
+  kid: string,
+  expected: AuthTokenExpectations,
+  lookupClientKey: (thumbprint: string) => KeyObject | undefined,
+  nowMs: number,
+): Promise<{ kid: string; epk: Buffer; kem: Buffer }> {
   const key = lookupClientKey(kid);
   if (key === undefined) throw new AuthError(ErrorCode.AUTH_UNKNOWN_KEY, `no authorized client key with thumbprint ${kid}`);
 

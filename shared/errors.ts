@@ -104,7 +104,10 @@ export class ReflectorError extends Error {
 /** A peer broke the wire protocol: bad frame, bad record, bad handshake message. */
 export class ProtocolError extends ReflectorError {}
 /** The client could not prove who it is (server side), or was refused (client side). */
-export class AuthError extends ReflectorError {}
+export class AuthError extends ReflectorError {
+  /** The client key thumbprint the token named (its `kid`), once the header was readable: for the audit log. */
+  kid?: string;
+}
 /** The server could not prove who it is (client side). */
 export class IdentityError extends ReflectorError {}
 /** A rule or limit said no: too many streams, sessions, a revoked key. */

@@ -91,6 +91,8 @@ describe('audit log records auth and streams', () => {
     assert.ok(line, 'an auth.failure line');
     assert.equal(line.address, '198.51.100.9');
     assert.equal(line.code, 'ERR_AUTH_UNKNOWN_KEY');
+    assert.equal(line.kid, strangerThumbprint, 'the key the token named, as its own field');
+    assert.equal((await failed).kid, strangerThumbprint);
     assert.match(String(line.reason), new RegExp(strangerThumbprint));
     assert.equal(line.level, 40, 'a warning');
   });
