@@ -8,8 +8,8 @@
  *           keygen, encapsulation or decapsulation on the reference machine
  *   noble   @noble/post-quantum, pure JavaScript, ~500 µs per operation
  *
- * The WebAssembly module loads asynchronously when this module is first
- * imported (a few milliseconds). Until it is ready, or if it fails to load or
+ * The WebAssembly module loads asynchronously on the first call (a few
+ * milliseconds). Until it is ready, or if it fails to load or
  * fails its start-up self-test, every call uses noble, so callers never wait
  * and never see a difference other than speed. REFLECTOR_MLKEM=noble in the
  * environment keeps noble (for comparison, or if the WebAssembly is suspect).
@@ -94,33 +94,35 @@ export function checkAgainstNoble(candidate: MlKem768): void {
 
 let active: MlKem768 = nobleMlKem768;
 let loadFailure: Error | undefined;
+let loading: Promise<MlKem768> | undefined;
 
-const loading: Promise<MlKem768> =
-  process.env.REFLECTOR_MLKEM === 'noble'
-    ? Promise.resolve(nobleMlKem768)
-    : loadLiboqsMlKem768().then(
-        (candidate) => {
-          checkAgainstNoble(candidate);
-          active = candidate;
-          return candidate;
-        },
-        (error: unknown) => {
-          loadFailure = error instanceof Error ? error : new Error(String(error));
-          return nobleMlKem768;
-        },
-      ).catch((error: unknown) => {
-        // The self-test failed: keep noble.
-        loadFailure = error instanceof Error ? error : new Error(String(error));
-        return nobleMlKem768;
-      });
+/** liboqs if it loads and agrees with noble; noble otherwise (the reason kept in loadFailure). */
+async function chooseLiboqs(): Promise<MlKem768> {
+  try {
+    const candidate = await loadLiboqsMlKem768();
+    checkAgainstNoble(candidate);
+    active = candidate;
+    return candidate;
+  } catch (error) {
+    loadFailure = error instanceof Error ? error : new Error(String(error));
+    return nobleMlKem768;
+  }
+}
+
+/** Starts the choice once, on first use: commands that never handshake never load the WebAssembly. */
+function choose(): Promise<MlKem768> {
+  loading ??= process.env.REFLECTOR_MLKEM === 'noble' ? Promise.resolve(nobleMlKem768) : chooseLiboqs();
+  return loading;
+}
 
 /** The implementation every call uses right now (noble until the WebAssembly one is ready). */
 export function mlKem768(): MlKem768 {
+  void choose();
   return active;
 }
 
 /** Resolves once the choice is final: liboqs if it loaded and passed its self-test, noble otherwise. */
 export async function mlKem768Ready(): Promise<{ name: MlKemName; failure?: Error }> {
-  const chosen = await loading;
+  const chosen = await choose();
   return loadFailure === undefined ? { name: chosen.name } : { name: chosen.name, failure: loadFailure };
 }
