@@ -54,11 +54,6 @@ export function authority(target: { host: string; port: number }): string {
   return `${net.isIPv6(target.host) ? `[${target.host}]` : target.host}:${target.port}`;
 }
 
-/** Where the exchange is, for the deadline's message: the request the proxy has yet to answer. */
-interface Progress {
-  step: string;
-}
-
 /**
  * Opens a tunnel to `target` through the proxy; resolves with the socket once the proxy answered 2xx.
  * One deadline, `timeoutMs`, covers reaching the proxy and every round of the exchange (CONNECT, each
@@ -70,17 +65,16 @@ export async function connectThroughProxy(options: ProxyConnectOptions): Promise
   const started = Date.now();
   const socket = await openSocket(options.proxy, name, options.timeoutMs);
   const target = authority(options.target);
-  const progress: Progress = { step: 'the CONNECT' };
   const reader = new ResponseReader(socket, name);
   const deadline = setTimeout(
     () => {
       const what = reader.answering ? 'did not finish its answer to' : 'did not answer';
-      socket.destroy(new ConnectError(`proxy ${name} ${what} ${progress.step} to ${target} within ${options.timeoutMs} ms`));
+      socket.destroy(new ConnectError(`proxy ${name} ${what} ${reader.step} to ${target} within ${options.timeoutMs} ms`));
     },
     Math.max(1, options.timeoutMs - (Date.now() - started)),
   );
   try {
-    await exchange(socket, reader, options, name, progress);
+    await exchange(socket, reader, options, name);
     reader.release();
     return socket;
   } catch (error) {
@@ -91,14 +85,13 @@ export async function connectThroughProxy(options: ProxyConnectOptions): Promise
   }
 }
 
-async function exchange(socket: net.Socket, reader: ResponseReader, options: ProxyConnectOptions, name: string, progress: Progress): Promise<void> {
+async function exchange(socket: net.Socket, reader: ResponseReader, options: ProxyConnectOptions, name: string): Promise<void> {
   const target = authority(options.target);
   const { credentials } = options;
   const send = (step: string, authorization?: string): void => {
     const lines = [`CONNECT ${target} HTTP/1.1`, `Host: ${target}`, 'User-Agent: reflector', 'Proxy-Connection: keep-alive'];
     if (authorization !== undefined) lines.push(`Proxy-Authorization: ${authorization}`);
-    progress.step = step;
-    reader.expectAnswer();
+    reader.expectAnswer(step);
     socket.write(`${lines.join('\r\n')}\r\n\r\n`);
   };
 
@@ -206,7 +199,8 @@ class ResponseReader {
   private waiter: (() => void) | undefined;
   private failure: Error | undefined;
   private ended = false;
-  /** Some of the answer to the last request has arrived (for the deadline's message; see expectAnswer). */
+  /** The request the proxy has yet to answer, and whether some of its answer has arrived: for the deadline's message. */
+  step = 'the CONNECT';
   answering = false;
   // 'readable' rather than 'data': removing the listener leaves the socket neither flowing nor paused, so
   // whoever takes it next (http.ClientRequest for ws://) starts it with its own 'data' listener.
@@ -239,8 +233,9 @@ class ResponseReader {
     socket.on('error', this.onError);
   }
 
-  /** A request is going out: nothing of its answer has arrived yet. */
-  expectAnswer(): void {
+  /** Request `step` is going out: nothing of its answer has arrived yet. */
+  expectAnswer(step: string): void {
+    this.step = step;
     this.answering = this.buffered.length > 0;
   }
 
