@@ -6,25 +6,9 @@
  * JavaScript heap, drive V8 into back-to-back full collections during bulk
  * transfer (see record-buffers.ts).
  */
-import { createRequire } from 'node:module';
 import { AEAD_KEY_BYTES, AEAD_NONCE_BYTES, AEAD_TAG_BYTES } from './constants.js';
 import { checkSealOutput, type AeadBackend } from './aead.js';
-
-interface SodiumAead {
-  crypto_aead_chacha20poly1305_ietf_encrypt(c: Buffer, m: Buffer, ad: null, nsec: null, npub: Buffer, k: Buffer): number;
-  crypto_aead_chacha20poly1305_ietf_decrypt(m: Buffer, nsec: null, c: Buffer, ad: null, npub: Buffer, k: Buffer): number;
-}
-
-function loadSodium(): SodiumAead | undefined {
-  try {
-    return createRequire(import.meta.url)('sodium-native') as SodiumAead;
-  } catch {
-    // Not installed (it is optional) or no prebuilt addon for this platform.
-    return undefined;
-  }
-}
-
-const sodium = loadSodium();
+import { sodiumNative as sodium, type SodiumNative } from './sodium.js';
 
 /** libsodium throws a generic Error for bad sizes too: rule those out first, so a throw means a bad tag. */
 function checkKeyAndNonce(key: Buffer, nonce: Buffer): void {
@@ -33,7 +17,7 @@ function checkKeyAndNonce(key: Buffer, nonce: Buffer): void {
   }
 }
 
-function makeSodiumAead(lib: SodiumAead): AeadBackend {
+function makeSodiumAead(lib: SodiumNative): AeadBackend {
   const backend: AeadBackend = {
     name: 'sodium',
 

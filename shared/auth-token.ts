@@ -9,9 +9,10 @@
  * Every failure is an AuthError whose message is precise, because only the
  * server's audit log sees it; jose's own errors never escape.
  */
-import { createHash, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
+import { curve25519 } from './curve25519.js';
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
-import { AUTH_CLOCK_TOLERANCE_S, AUTH_JWT_MAX_LIFETIME_S, AUTH_JWT_TYPE, MLKEM768_CIPHERTEXT_BYTES, X25519_PUBLIC_KEY_BYTES } from './constants.js';
+import { AUTH_CLOCK_TOLERANCE_S, AUTH_JWT_MAX_LIFETIME_S, AUTH_JWT_TYPE, ED25519_SIGNATURE_BYTES, MLKEM768_CIPHERTEXT_BYTES, X25519_PUBLIC_KEY_BYTES } from './constants.js';
 import { AuthError, ErrorCode } from './errors.js';
 import { AuthClaimsSchema, describeIssue } from './handshake-wire.js';
 import { decodeBase64UrlExact, isThumbprint, type Identity } from './keys.js';
@@ -56,7 +57,7 @@ export async function signAuthToken(identity: Identity, claims: AuthTokenClaims,
     exp: iat + AUTH_JWT_LIFETIME_S,
   };
   const signingInput = `${b64uJson(header)}.${b64uJson(payload)}`;
-  const signature = sign(null, Buffer.from(signingInput, 'ascii'), identity.privateKey);
+  const signature = curve25519.ed25519Sign(identity.privateKey, Buffer.from(signingInput, 'ascii'));
   return `${signingInput}.${signature.toString('base64url')}`;
 }
 
@@ -141,13 +142,7 @@ export function verifiedPayloadFastPath(token: string, key: KeyObject, hostThumb
   const [header, body, signatureText] = parts as [string, string, string];
   const signature = decodeBase64UrlExact(signatureText, ED25519_SIGNATURE_BYTES);
   if (signature === undefined || !isCanonicalBase64Url(header) || !isCanonicalBase64Url(body)) return undefined;
-  let valid: boolean;
-  try {
-    valid = verify(null, Buffer.from(`${header}.${body}`, 'ascii'), key, signature);
-  } catch {
-    return undefined;
-  }
-  if (!valid) return undefined;
+  if (!curve25519.ed25519Verify(key, Buffer.from(`${header}.${body}`, 'ascii'), signature)) return undefined;
   let payload: unknown;
   try {
     payload = JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
@@ -163,7 +158,6 @@ export function verifiedPayloadFastPath(token: string, key: KeyObject, hostThumb
   return claims;
 }
 
-const ED25519_SIGNATURE_BYTES = 64;
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
 const isCanonicalBase64Url = (text: string): boolean =>
   BASE64URL.test(text) && Buffer.from(text, 'base64url').toString('base64url') === text;

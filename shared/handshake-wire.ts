@@ -17,6 +17,7 @@
 import { z } from 'zod';
 import {
   CHALLENGE_BYTES,
+  ED25519_SIGNATURE_BYTES,
   MAX_HANDSHAKE_MESSAGE_BYTES,
   MIN_RECORD_BYTES,
   MIN_REKEY_BYTES,
@@ -29,7 +30,6 @@ import {
 import { SESSION_ID_BYTES } from './key-schedule.js';
 import { decodeBase64UrlExact, ED25519_KEY_BYTES } from './keys.js';
 
-const ED25519_SIGNATURE_BYTES = 64;
 const MLKEM_Q = 3329;
 
 /** Canonical unpadded base64url of exactly `bytes` bytes. */

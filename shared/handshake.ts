@@ -12,11 +12,12 @@
  * message is precise because only the server's audit log sees it; a bad
  * WELCOME is an IdentityError (the client cannot trust the server).
  */
-import { createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
+import { randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { badClaims, signAuthToken, verifyAuthToken } from './auth-token.js';
 import { CHALLENGE_BYTES, Label, MAX_HANDSHAKE_MESSAGE_BYTES, PROTOCOL_VERSION } from './constants.js';
 import { ErrorCode, IdentityError, ProtocolError, ReflectorError } from './errors.js';
 import { AuthSchema, describeIssue, HelloSchema, isPlainObject, parseJsonMessage, WelcomeBodySchema, WelcomeSchema } from './handshake-wire.js';
+import { curve25519 } from './curve25519.js';
 import { deriveSessionKeys, type SessionKeys } from './key-schedule.js';
 import { publicIdentityFromX, type Identity, type PublicIdentity } from './keys.js';
 import { mlKem768 } from './ml-kem.js';
@@ -46,9 +47,6 @@ export interface KemKeyPair {
 }
 
 const malformed = (message: string, cause?: unknown) => new ProtocolError(ErrorCode.HANDSHAKE_MALFORMED, message, { cause });
-const x25519PublicKey = (raw: Buffer): KeyObject =>
-  createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: raw.toString('base64url') }, format: 'jwk' });
-const rawX25519 = (publicKey: KeyObject): string => publicKey.export({ format: 'jwk' }).x as string;
 
 function welcomeSignedBytes(keys: SessionKeys): Buffer {
   return Buffer.concat([Buffer.from(Label.WELCOME_SIGNATURE, 'utf8'), Buffer.from([0]), keys.transcript]);
@@ -100,7 +98,7 @@ export interface ServerHandshake {
 
 interface ServerSecrets {
   host: Identity;
-  x25519: KeyObject;
+  x25519SecretKey: Buffer;
   kemSecretKey: Uint8Array;
 }
 
@@ -129,21 +127,21 @@ class ServerHandshakeState implements ServerHandshake {
  */
 export interface HandshakeEntropy {
   challenge: Uint8Array;
-  x25519PrivateKey: KeyObject;
+  x25519SecretKey: Uint8Array;
 }
 
 export function startServerHandshake(host: Identity, kem: KemKeyPair, entropy?: HandshakeEntropy): ServerHandshake {
-  const x25519 = entropy?.x25519PrivateKey ?? generateKeyPairSync('x25519').privateKey;
+  const x25519 = curve25519.x25519KeyPair(entropy?.x25519SecretKey);
   const challenge = Buffer.from(entropy?.challenge ?? randomBytes(CHALLENGE_BYTES)).toString('base64url');
   const helloText = JSON.stringify({
     type: 'hello',
     version: PROTOCOL_VERSION,
     challenge,
-    x25519: rawX25519(createPublicKey(x25519)),
+    x25519: x25519.publicKey.toString('base64url'),
     mlkem: encapsulationKeyText(kem),
     hostKey: { kty: 'OKP', crv: 'Ed25519', x: host.publicJwk.x },
   });
-  return new ServerHandshakeState(helloText, challenge, { host, x25519, kemSecretKey: kem.secretKey });
+  return new ServerHandshakeState(helloText, challenge, { host, x25519SecretKey: x25519.secretKey, kemSecretKey: kem.secretKey });
 }
 
 export interface AuthResult {
@@ -176,12 +174,9 @@ export async function finishServerHandshake(
     nowMs,
   );
 
-  let x25519Secret: Buffer;
-  try {
-    x25519Secret = diffieHellman({ privateKey: secrets.x25519, publicKey: x25519PublicKey(epk) });
-  } catch (error) {
-    throw badClaims('auth token epk is not a usable X25519 public key (a low-order point)', error);
-  }
+  const x25519Secret = curve25519.x25519(secrets.x25519SecretKey, epk);
+  secrets.x25519SecretKey.fill(0);
+  if (x25519Secret === undefined) throw badClaims('auth token epk is not a usable X25519 public key (a low-order point)');
   let mlkemSecret: Uint8Array;
   try {
     mlkemSecret = mlKem768().decapsulate(kem, secrets.kemSecretKey);
@@ -200,7 +195,7 @@ export function buildWelcome(host: Identity, keys: SessionKeys, body: WelcomeBod
   if (!checked.success) throw new ReflectorError(ErrorCode.INTERNAL, describeIssue('welcome body', checked.error, body));
   const payload = Buffer.from(
     JSON.stringify({
-      sig: sign(null, welcomeSignedBytes(keys), host.privateKey).toString('base64url'),
+      sig: curve25519.ed25519Sign(host.privateKey, welcomeSignedBytes(keys)).toString('base64url'),
       sessionId: keys.sessionId.toString('base64url'),
       ...checked.data,
     }),
@@ -268,13 +263,10 @@ export async function respondToHello(
   identity: Identity,
   nowMs: number = Date.now(),
 ): Promise<{ authText: string; keys: SessionKeys }> {
-  const ephemeral = generateKeyPairSync('x25519');
-  let x25519Secret: Buffer;
-  try {
-    x25519Secret = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: x25519PublicKey(hello.x25519) });
-  } catch (error) {
-    throw malformed('hello x25519 is not a usable X25519 public key (a low-order point)', error);
-  }
+  const ephemeral = curve25519.x25519KeyPair();
+  const x25519Secret = curve25519.x25519(ephemeral.secretKey, hello.x25519);
+  ephemeral.secretKey.fill(0);
+  if (x25519Secret === undefined) throw malformed('hello x25519 is not a usable X25519 public key (a low-order point)');
   let encapsulated: { cipherText: Uint8Array; sharedSecret: Uint8Array };
   try {
     encapsulated = mlKem768().encapsulate(hello.mlkem);
@@ -286,7 +278,7 @@ export async function respondToHello(
     {
       audience: hello.hostKey.thumbprint,
       challenge: hello.challenge,
-      epk: rawX25519(ephemeral.publicKey),
+      epk: ephemeral.publicKey.toString('base64url'),
       kem: Buffer.from(encapsulated.cipherText).toString('base64url'),
       helloText,
     },
@@ -323,7 +315,7 @@ export function verifyWelcome(payload: Buffer, hello: Hello, keys: SessionKeys):
   if (!timingSafeEqual(Buffer.from(sessionId, 'base64url'), keys.sessionId)) {
     throw invalid(`welcome names session ${sessionId}, but this handshake derived ${keys.sessionId.toString('base64url')}`);
   }
-  if (!verify(null, welcomeSignedBytes(keys), hello.hostKey.publicKey, Buffer.from(sig, 'base64url'))) {
+  if (!curve25519.ed25519Verify(hello.hostKey.publicKey, welcomeSignedBytes(keys), Buffer.from(sig, 'base64url'))) {
     throw invalid(
       `welcome signature does not verify with host key ${hello.hostKey.thumbprint} over this session's transcript (a man in the middle, or another server's key)`,
     );

@@ -9,6 +9,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
+import { isSmallOrderEd25519 } from './curve25519.js';
 import { ConfigError, ErrorCode } from './errors.js';
 
 export const ED25519_KEY_BYTES = 32;
@@ -108,9 +109,12 @@ export function privateJwkOf(identity: Identity): PrivateJwk {
 
 /**
  * A public identity from 32 raw bytes of Ed25519 public key (the JWK's "x").
- * The caller has already checked the length; OpenSSL does not check the point.
+ * The caller has already checked the length. OpenSSL does not check the point,
+ * so small-order points are refused here: OpenSSL would accept forged
+ * signatures under them.
  */
 export async function publicIdentityFromX(x: Buffer): Promise<PublicIdentity> {
+  if (isSmallOrderEd25519(x)) throw new RangeError('a small-order point is not an Ed25519 public key anyone holds the secret of');
   const publicJwk: PublicJwk = { kty: 'OKP', crv: 'Ed25519', x: x.toString('base64url') };
   const publicKey = createPublicKey({ key: { ...publicJwk }, format: 'jwk' });
   return { publicKey, publicJwk, thumbprint: await thumbprintOf(publicJwk) };
@@ -154,6 +158,7 @@ function checkEd25519Public(jwk: Record<string, unknown>, where: string): Buffer
   if (jwk.x === undefined) throw keyError(where, 'has no "x" (the public key)');
   const x = decodeBase64UrlExact(jwk.x, ED25519_KEY_BYTES);
   if (x === undefined) throw keyError(where, '"x" must be 32 bytes of base64url');
+  if (isSmallOrderEd25519(x)) throw keyError(where, '"x" is a small-order point, under which forged signatures verify; not a usable public key');
   return x;
 }
 

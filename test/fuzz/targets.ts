@@ -8,7 +8,7 @@
  * forged record that opens, an auth that passes with another connection's
  * nonce, a decode that does not re-encode to its input).
  */
-import { createHash, generateKeyPairSync, sign } from 'node:crypto';
+import { createHash, randomBytes, sign } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -256,7 +256,7 @@ interface HandshakeFixture {
   host: Identity;
   client: Identity;
   kem: { publicKey: Uint8Array; secretKey: Uint8Array };
-  entropy: { challenge: Uint8Array; x25519PrivateKey: import('node:crypto').KeyObject };
+  entropy: { challenge: Uint8Array; x25519SecretKey: Uint8Array };
   helloText: string;
   hello: Hello;
   authText: string;
@@ -266,7 +266,7 @@ interface HandshakeFixture {
 async function handshakeFixture(): Promise<HandshakeFixture> {
   const [host, client] = await Promise.all([generateIdentity(), generateIdentity()]);
   const kem = ml_kem768.keygen();
-  const entropy = { challenge: Buffer.alloc(32, 3), x25519PrivateKey: generateKeyPairSync('x25519').privateKey };
+  const entropy = { challenge: Buffer.alloc(32, 3), x25519SecretKey: randomBytes(32) };
   const helloText = startServerHandshake(host, kem, entropy).helloText;
   const hello = await parseHello(helloText);
   const nowMs = Date.now();

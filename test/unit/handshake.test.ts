@@ -209,6 +209,15 @@ describe('parseHello', () => {
   it('rejects a hostKey that is not an Ed25519 JWK', async () => {
     await assert.rejects(parseHello(variant({ hostKey: { ...host.publicJwk, crv: 'X25519' } })), malformed(/"hostKey.crv"/));
   });
+
+  it('rejects a small-order hostKey, under which a forged WELCOME signature would verify with OpenSSL', async () => {
+    const identityPoint = Buffer.alloc(32);
+    identityPoint[0] = 1;
+    await assert.rejects(
+      parseHello(variant({ hostKey: { ...host.publicJwk, x: identityPoint.toString('base64url') } })),
+      malformed(/^hello hostKey is not a usable Ed25519 public key$/),
+    );
+  });
 });
 
 describe('finishServerHandshake', () => {

@@ -162,6 +162,15 @@ describe('parsePublicJwk', () => {
       keyFileError('bob.pub: not an Ed25519 JWK (expected "kty": "OKP" and "crv": "Ed25519", got "kty": "OKP", no "crv")'),
     );
   });
+
+  it('rejects a small-order point as "x": OpenSSL would accept forged signatures under it', async () => {
+    const identityPoint = Buffer.alloc(32);
+    identityPoint[0] = 1;
+    await assert.rejects(
+      parsePublicJwk({ kty: 'OKP', crv: 'Ed25519', x: identityPoint.toString('base64url') }, 'bob.pub'),
+      keyFileError('bob.pub: "x" is a small-order point, under which forged signatures verify; not a usable public key'),
+    );
+  });
 });
 
 describe('key files', () => {
