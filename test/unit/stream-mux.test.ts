@@ -199,6 +199,31 @@ describe('StreamMux records', () => {
     assert.equal(sink.frames().length, 10);
   });
 
+  it('seals a lone stream\'s frames before the event loop moves on (a round trip waits for no other stream)', async () => {
+    const { mux, sink } = makeMux('client');
+    mux.openStream('smtp');
+    assert.equal(sink.records.length, 0);
+    await new Promise<void>((resolve) => process.nextTick(resolve));
+    assert.equal(sink.records.length, 1);
+  });
+
+  it('with several streams, waits for the end of the I/O turn so frames from separate reads share a record', async () => {
+    const { mux, sink } = makeMux('client');
+    mux.openStream('a');
+    mux.openStream('b');
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    sink.records = [];
+    const ping = { type: 'PING', streamId: 0, opaque: Buffer.alloc(8) } as const;
+    mux.sendFrame(ping);
+    await new Promise<void>((resolve) => process.nextTick(resolve));
+    // A second socket read in the same turn of the loop, after the first one's ticks ran.
+    mux.sendFrame(ping);
+    assert.equal(sink.records.length, 0);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.equal(sink.records.length, 1);
+    assert.deepEqual(sink.frames().map((frame) => frame.type), ['PING', 'PING']);
+  });
+
   it('never builds a record larger than maxRecordBytes and splits DATA to fit', () => {
     const { mux, sink } = makeMux('client', { window: 1 << 20, maxRecord: 1024 });
     const stream = mux.openStream('bulk');
