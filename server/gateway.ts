@@ -1,7 +1,7 @@
 /**
  * The listener: one HTTP(S) server running the Express app, with the WebSocket
  * upgrade accepted on the tunnel path only. It checks the upgrade (path,
- * subprotocol, readiness, unauthenticated connections per address) and hands
+ * subprotocol, readiness, unauthenticated connections per address and in all) and hands
  * the WebSocket over; it knows nothing about the handshake or sessions.
  */
 import { readFile } from 'node:fs/promises';
@@ -29,6 +29,7 @@ export interface GatewayOptions {
   path: string;
   maxPayloadBytes: number;
   maxUnauthenticatedPerAddress: number;
+  maxUnauthenticated: number;
   app: Express;
   accepting: () => boolean;
   onConnection: (ws: WebSocket, info: ConnectionInfo) => void;
@@ -39,6 +40,7 @@ export class Gateway {
   private readonly wss: WebSocketServer;
   private server: http.Server | undefined;
   private readonly unauthenticated = new Map<string, number>();
+  private unauthenticatedTotal = 0;
   private readonly sockets = new Set<Socket>();
 
   constructor(private readonly options: GatewayOptions) {
@@ -114,6 +116,13 @@ export class Gateway {
     if (!offered.includes(SUBPROTOCOL)) return reject(socket, 400, 'Bad Request');
 
     const address = proxyaddr(req, this.options.app.get('trust proxy fn'));
+    if (this.unauthenticatedTotal >= this.options.maxUnauthenticated) {
+      logger.warn(
+        { event: 'auth.limited', address, pendingInAll: this.unauthenticatedTotal },
+        `refused upgrade from ${address}: ${this.unauthenticatedTotal} unauthenticated connections in all already`,
+      );
+      return reject(socket, 503, 'Service Unavailable');
+    }
     const pending = this.unauthenticated.get(address) ?? 0;
     if (pending >= this.options.maxUnauthenticatedPerAddress) {
       logger.warn(
@@ -123,10 +132,12 @@ export class Gateway {
       return reject(socket, 429, 'Too Many Requests');
     }
     this.unauthenticated.set(address, pending + 1);
+    this.unauthenticatedTotal += 1;
     let released = false;
     const releaseUnauthenticated = (): void => {
       if (released) return;
       released = true;
+      this.unauthenticatedTotal -= 1;
       const left = (this.unauthenticated.get(address) ?? 1) - 1;
       if (left <= 0) this.unauthenticated.delete(address);
       else this.unauthenticated.set(address, left);

@@ -81,6 +81,7 @@ export class ReflectorServer {
       path: config.path,
       maxPayloadBytes: Math.max(config.limits.maxRecordBytes + AEAD_TAG_BYTES, MAX_HANDSHAKE_MESSAGE_BYTES),
       maxUnauthenticatedPerAddress: config.limits.maxUnauthenticatedPerAddress,
+      maxUnauthenticated: config.limits.maxUnauthenticated,
       app,
       accepting: () => this.currentState === 'running',
       onConnection: (ws, info) =>

@@ -49,6 +49,7 @@ export interface Limits {
   pingIntervalMs: number;
   idleTimeoutMs: number;
   maxUnauthenticatedPerAddress: number;
+  maxUnauthenticated: number;
   maxSessionsPerClient: number;
   backendConnectTimeoutMs: number;
   drainTimeoutMs: number;
@@ -121,6 +122,7 @@ const limitBounds: Record<keyof Limits, [number, number]> = {
   pingIntervalMs: [10, 3_600_000],
   idleTimeoutMs: [10, 86_400_000],
   maxUnauthenticatedPerAddress: [1, 1_000_000],
+  maxUnauthenticated: [1, 1_000_000],
   maxSessionsPerClient: [1, 1_000_000],
   backendConnectTimeoutMs: [10, 600_000],
   drainTimeoutMs: [0, 86_400_000],

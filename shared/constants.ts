@@ -165,6 +165,8 @@ export const Defaults = {
   pingIntervalMs: 25_000,
   idleTimeoutMs: 75_000,
   maxUnauthenticatedPerAddress: 32,
+  /** Across all addresses: an attacker with many addresses (an IPv6 /64) is bounded too. */
+  maxUnauthenticated: 1024,
   maxSessionsPerClient: 16,
   backendConnectTimeoutMs: 10_000,
   drainTimeoutMs: 30_000,

@@ -62,7 +62,7 @@ const value: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
 
 const limitKeys = [
   'handshakeTimeoutMs', 'windowBytes', 'maxRecordBytes', 'maxStreamsPerSession', 'rekeyBytes', 'pingIntervalMs',
-  'idleTimeoutMs', 'maxUnauthenticatedPerAddress', 'maxSessionsPerClient', 'backendConnectTimeoutMs', 'drainTimeoutMs',
+  'idleTimeoutMs', 'maxUnauthenticatedPerAddress', 'maxUnauthenticated', 'maxSessionsPerClient', 'backendConnectTimeoutMs', 'drainTimeoutMs',
 ] as const;
 
 describe('config parsers (property)', () => {

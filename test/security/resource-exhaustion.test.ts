@@ -236,6 +236,56 @@ describe('resource exhaustion', () => {
     });
   });
 
+  describe('unauthenticated connections from many addresses', () => {
+    let log: MemoryLog;
+    let server: ReflectorServer;
+    const held: RawConnection[] = [];
+
+    before(async () => {
+      log = memoryLogger('info');
+      server = await startServerWith(
+        serverConfig(keys, { echo: echo.target }, { limits: { handshakeTimeoutMs: 20_000, maxUnauthenticated: 8 } }),
+        log.logger,
+      );
+    });
+
+    after(async () => {
+      for (const c of held) c.ws.terminate();
+      await server?.close();
+    });
+
+    it('upgrades only maxUnauthenticated in all (503 for the next address), and frees a slot when one closes', async (t) => {
+      if (!(await canBind('127.0.0.2'))) {
+        t.skip('127.0.0.2 is not a local address here (Linux routes all of 127/8 to loopback; macOS does not)');
+        return;
+      }
+      // Four addresses, two connections each: under the per-address cap of 32, at the server-wide cap of 8.
+      for (const localAddress of ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5']) {
+        for (const outcome of await Promise.all([dial(server.url, { localAddress }), dial(server.url, { localAddress })])) {
+          assert.equal(outcome.status, 101);
+          if (outcome.connection) held.push(outcome.connection);
+        }
+      }
+      const refused = await dial(server.url, { localAddress: '127.0.0.6' });
+      assert.equal(refused.status, 503);
+      const limited = log.entries().filter((e) => e.event === 'auth.limited');
+      assert.equal(limited.length, 1);
+      assert.equal(limited[0]?.address, '127.0.0.6');
+      assert.equal(limited[0]?.pendingInAll, 8);
+
+      held.pop()?.ws.terminate();
+      // The server frees the slot once its end of that socket has closed.
+      let status = 0;
+      for (let attempt = 0; attempt < 100 && status !== 101; attempt++) {
+        const outcome = await dial(server.url, { localAddress: '127.0.0.6' });
+        status = outcome.status;
+        if (outcome.connection) held.push(outcome.connection);
+        else await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.equal(status, 101);
+    });
+  });
+
   describe('10,000 OPENs in one second', () => {
     const MAX_STREAMS = 100;
     let server: ReflectorServer;
