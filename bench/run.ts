@@ -92,6 +92,11 @@ interface Args {
 
 const FIGURE_GROUPS = ['paths', 'handshakes', 'memory'];
 
+/** The command line as a reader would type it again, for the results files. */
+function benchCommand(args: Args): string {
+  return args.smoke ? 'npm run bench:smoke' : `npm run bench -- ${process.argv.slice(2).join(' ')}`.trimEnd().replace(/ --$/, '');
+}
+
 function parseArgs(argv: string[]): Args {
   const args: Args = { smoke: false, profile: false, keep: false, pathsOnly: false, nodeFlags: [] };
   for (let i = 0; i < argv.length; i += 1) {
@@ -175,7 +180,7 @@ async function main(): Promise<number> {
       const outDir = args.out ?? path.join(repo, 'bench', 'results');
       await mkdir(outDir, { recursive: true });
       const file = path.join(outDir, `${resultStem(startedAt, mode)}-profile.md`);
-      await writeFile(file, `# Reflector CPU profile, ${startedAt.toISOString().slice(0, 16)} UTC\n\nCommand: \`npm run bench -- --profile\`. Self time per function from \`node --cpu-prof\` on the reflector child processes.\n\n${report}`);
+      await writeFile(file, `# Reflector CPU profile, ${startedAt.toISOString().slice(0, 16)} UTC\n\nCommand: \`${benchCommand(args)}\`. Self time per function from \`node --cpu-prof\` on the reflector child processes.\n\n${report}`);
       process.stdout.write(`${report}\nwrote ${file}\n`);
       return 0;
     }
@@ -238,7 +243,7 @@ async function main(): Promise<number> {
       {
         startedAt,
         finishedAt,
-        command: args.smoke ? 'npm run bench:smoke' : `npm run bench -- ${process.argv.slice(2).join(' ')}`.trimEnd().replace(/ --$/, ''),
+        command: benchCommand(args),
         mode,
         machine: describeMachine(),
         versions: await describeVersions(repo),
