@@ -11,10 +11,21 @@ import { decodeFrames, encodedFrameLength, isSessionFrame, writeFrame, type Fram
 import { plaintextScratch } from './record-buffers.js';
 import { TunnelStream, type StreamHost } from './tunnel-stream.js';
 
-/** Where the mux hands finished record plaintexts; the session seals and sends them. */
-/** Session-wide cap on DATA kept for a possible resume (each stream is also capped by its window). */
-const RETAINED_BUDGET_BYTES = 2 * 1024 * 1024;
+/**
+ * Session-wide cap on DATA kept for a possible resume (each stream is also
+ * capped by its window): eight windows, and never less than 2 MiB (eight of the
+ * default 256 KiB), so an operator's larger window does not starve streams.
+ */
+const RETAINED_BUDGET_WINDOWS = 8;
+const MIN_RETAINED_BUDGET_BYTES = 2 * 1024 * 1024;
+/**
+ * Consumed credit too small for a WINDOW of its own is advertised at the
+ * latest this long after it was freed (protocol.md §9): a sender held back by
+ * its session-wide cap would otherwise wait for acknowledgements that never come.
+ */
+export const LATE_ADVERTISEMENT_MS = 20;
 
+/** Where the mux hands finished record plaintexts; the session seals and sends them. */
 export interface RecordSink {
   /** `plaintext` is a shared scratch buffer: seal or copy it before returning, keep no reference. */
   sendRecord(plaintext: Buffer): void;
@@ -45,12 +56,16 @@ export class StreamMux implements StreamHost {
   private flushScheduled = false;
   private destroyed = false;
   private retainedBytes = 0;
+  private readonly retainedBudget: number;
+  private readonly lateAdvertisements = new Set<TunnelStream>();
+  private lateAdvertisementTimer: NodeJS.Timeout | undefined;
   readonly maxDataBytes: number;
   readonly retainsUnacknowledged: boolean;
 
   constructor(private readonly options: StreamMuxOptions) {
     this.maxDataBytes = options.maxRecordBytes - FRAME_HEADER_BYTES;
     this.retainsUnacknowledged = options.resumable;
+    this.retainedBudget = Math.max(MIN_RETAINED_BUDGET_BYTES, RETAINED_BUDGET_WINDOWS * options.windowBytes);
   }
 
   /** Highest stream id used so far on this session (0 before the first OPEN). */
@@ -64,14 +79,30 @@ export class StreamMux implements StreamHost {
    * never acknowledges must not make us hold a window per stream without limit).
    */
   get congested(): boolean {
-    return this.options.sink.congested || this.retainedBytes > RETAINED_BUDGET_BYTES;
+    return this.options.sink.congested || this.retainedBytes > this.retainedBudget;
   }
 
   retainedChanged(delta: number): void {
-    const wasOver = this.retainedBytes > RETAINED_BUDGET_BYTES;
+    const wasOver = this.retainedBytes > this.retainedBudget;
     this.retainedBytes += delta;
-    if (wasOver && this.retainedBytes <= RETAINED_BUDGET_BYTES) setImmediate(() => this.resume());
+    if (wasOver && this.retainedBytes <= this.retainedBudget) setImmediate(() => this.resume());
   }
+  advertiseLater(stream: TunnelStream): void {
+    if (this.destroyed) return;
+    this.lateAdvertisements.add(stream);
+    if (this.lateAdvertisementTimer === undefined) {
+      this.lateAdvertisementTimer = setTimeout(() => this.advertiseLate(), LATE_ADVERTISEMENT_MS);
+      this.lateAdvertisementTimer.unref();
+    }
+  }
+
+  private advertiseLate(): void {
+    this.lateAdvertisementTimer = undefined;
+    const streams = [...this.lateAdvertisements];
+    this.lateAdvertisements.clear();
+    for (const stream of streams) stream.advertisePending();
+  }
+
   get streamCount(): number {
     return this.streams.size;
   }
@@ -183,6 +214,7 @@ export class StreamMux implements StreamHost {
 
   streamClosed(stream: TunnelStream): void {
     this.streams.delete(stream.id);
+    this.lateAdvertisements.delete(stream);
   }
 
   /** The WebSocket drained: let blocked streams send again. */
@@ -235,6 +267,9 @@ export class StreamMux implements StreamHost {
     this.flush();
     this.destroyed = true;
     this.queue = [];
+    clearTimeout(this.lateAdvertisementTimer);
+    this.lateAdvertisementTimer = undefined;
+    this.lateAdvertisements.clear();
     // Most sessions end with no stream left: skip building an Error (and its stack) for nobody.
     if (this.streams.size === 0) return;
     const error = new StreamError(ErrorCode.SESSION_CLOSED, reason, ResetCode.SESSION_CLOSED);

@@ -40,6 +40,8 @@ export interface StreamHost {
   readonly retainsUnacknowledged: boolean;
   /** Told of every change in the bytes kept that way, so the session can cap them. */
   retainedChanged(delta: number): void;
+  /** Credit was freed below the WINDOW threshold: call advertisePending() on this stream soon. */
+  advertiseLater(stream: TunnelStream): void;
   streamClosed(stream: TunnelStream): void;
 }
 
@@ -124,6 +126,19 @@ export class TunnelStream extends EventEmitter {
     if (this.currentState === 'closed') return;
     this.receiveWindow.markConsumed(n);
     const offset = this.receiveWindow.takeAdvertisement();
+    if (offset !== undefined) this.host.sendFrame({ type: 'WINDOW', streamId: this.id, consumed: offset });
+    else this.host.advertiseLater(this);
+  }
+
+  /**
+   * Advertises every consumed byte not yet advertised, however few. The sender
+   * may be holding back for reasons of its own (a session-wide cap on
+   * unacknowledged bytes) long before it has sent the quarter window that
+   * would make us answer.
+   */
+  advertisePending(): void {
+    if (this.currentState === 'closed') return;
+    const offset = this.receiveWindow.takeAdvertisement(true);
     if (offset !== undefined) this.host.sendFrame({ type: 'WINDOW', streamId: this.id, consumed: offset });
   }
 

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { CloseCode, FRAME_HEADER_BYTES, OpenFailCode, ResetCode } from '../../shared/constants.js';
 import { ErrorCode, ProtocolError, StreamError, type ErrorCodeValue } from '../../shared/errors.js';
 import { decodeFrames, encodeFrames, type Frame } from '../../shared/frames.js';
-import { StreamMux, type RecordSink } from '../../shared/stream-mux.js';
+import { LATE_ADVERTISEMENT_MS, StreamMux, type RecordSink } from '../../shared/stream-mux.js';
 import type { TunnelStream } from '../../shared/tunnel-stream.js';
 
 class CapturingSink implements RecordSink {
@@ -96,6 +96,47 @@ describe('StreamMux (server)', () => {
     opened[0]!.accept();
     mux.flush();
     assert.deepEqual(sink.frames(), [{ type: 'OPEN_OK', streamId: 1 }]);
+  });
+
+  it('advertises credit too small for a WINDOW of its own after LATE_ADVERTISEMENT_MS, and a full quarter at once', async () => {
+    const { mux, sink, opened } = makeMux('server', { window: 1024 });
+    mux.receiveRecord(record({ type: 'OPEN', streamId: 1, service: 'smtp' }));
+    opened[0]!.accept();
+    mux.receiveRecord(record({ type: 'DATA', streamId: 1, data: Buffer.alloc(300) }));
+    opened[0]!.consumed(100);
+    mux.flush();
+    assert.deepEqual(sink.frames(), [{ type: 'OPEN_OK', streamId: 1 }], 'no WINDOW yet for 100 bytes of a 1024-byte window');
+    opened[0]!.consumed(200);
+    mux.flush();
+    assert.deepEqual(sink.frames(), [{ type: 'WINDOW', streamId: 1, consumed: 300 }], 'a quarter of the window goes at once');
+    mux.receiveRecord(record({ type: 'DATA', streamId: 1, data: Buffer.alloc(10) }));
+    opened[0]!.consumed(10);
+    await new Promise((resolve) => setTimeout(resolve, LATE_ADVERTISEMENT_MS + 30));
+    mux.flush();
+    assert.deepEqual(sink.frames(), [{ type: 'WINDOW', streamId: 1, consumed: 310 }]);
+  });
+
+  it('sends no late WINDOW for a stream that closed or a session that ended meanwhile', async () => {
+    const { mux, sink, opened } = makeMux('server', { window: 1024 });
+    for (const streamId of [1, 2]) {
+      mux.receiveRecord(record({ type: 'OPEN', streamId, service: 'smtp' }));
+      opened[streamId - 1]!.accept();
+      mux.receiveRecord(record({ type: 'DATA', streamId, data: Buffer.alloc(10) }));
+      opened[streamId - 1]!.consumed(10);
+    }
+    opened[0]!.reset();
+    mux.flush();
+    sink.records = [];
+    await new Promise((resolve) => setTimeout(resolve, LATE_ADVERTISEMENT_MS + 30));
+    mux.flush();
+    assert.deepEqual(sink.frames(), [{ type: 'WINDOW', streamId: 2, consumed: 10 }]);
+
+    mux.receiveRecord(record({ type: 'DATA', streamId: 2, data: Buffer.alloc(10) }));
+    opened[1]!.consumed(10);
+    mux.destroy('test');
+    sink.records = [];
+    await new Promise((resolve) => setTimeout(resolve, LATE_ADVERTISEMENT_MS + 30));
+    assert.equal(sink.records.length, 0);
   });
 
   it('throws STREAM_ID_REUSED for an OPEN with an id not above the last one', () => {
