@@ -78,7 +78,7 @@ export async function startReflectorServer(
     port,
     targetPort: ctx.targetPort,
     name,
-    ...(limits ? { limits } : {}),
+    ...(limits || variant.limits ? { limits: { ...variant.limits, ...limits } } : {}),
     ...(variant.aead ? { aead: variant.aead } : {}),
   });
   const child = start(`${name} (reflector server)`, process.execPath, [...ctx.nodeFlags, reflectorBin(ctx), 'server', '--config', config], {
@@ -154,6 +154,8 @@ export interface ReflectorVariant {
   aead?: string;
   /** Extra environment for both reflector processes. */
   env?: Record<string, string>;
+  /** Server limits other than the product defaults (they reach the client in WELCOME). */
+  limits?: Partial<Limits>;
 }
 
 const PRODUCT_DEFAULTS: ReflectorVariant = {};
@@ -169,6 +171,13 @@ export const BEFORE_HOT_PATH_WORK: ReflectorVariant = {
   aead: 'node',
   env: { REFLECTOR_GC_PACING: 'off' },
 };
+
+/** Flow-control windows other than the default 256 KiB: run only when `--paths` names them. */
+export const WINDOW_VARIANTS: ReflectorVariant[] = [512, 1024, 2048].map((kib) => ({
+  id: `reflector-window-${kib}k`,
+  label: `Reflector, limits.windowBytes ${kib} KiB`,
+  limits: { windowBytes: kib * 1024 },
+}));
 
 export class ReflectorPath implements BenchPath {
   readonly id: string;
@@ -221,7 +230,9 @@ export class ReflectorPath implements BenchPath {
     const records =
       this.variant === PRODUCT_DEFAULTS
         ? 'ChaCha20-Poly1305 records (aead: auto, product default), product default limits'
-        : `ChaCha20-Poly1305 records, aead ${this.variant.aead ?? 'auto'}, environment ${JSON.stringify(this.variant.env ?? {})}, product default limits`;
+        : `ChaCha20-Poly1305 records, aead ${this.variant.aead ?? 'auto'}, environment ${JSON.stringify(this.variant.env ?? {})}, ${
+            this.variant.limits ? `limits ${JSON.stringify(this.variant.limits)}` : 'product default limits'
+          }`;
     return this.nginx
       ? `${records}; client → nginx: ${this.nginx.tls}, self-signed certificate trusted with ${this.trust}; nginx → server: plain HTTP/1.1 upgrade`
       : `${records}; ws:// on loopback`;
