@@ -13,8 +13,10 @@ import { TunnelStream, type StreamHost } from './tunnel-stream.js';
 
 /**
  * Session-wide cap on DATA kept for a possible resume (each stream is also
- * capped by its window): eight windows, and never less than 2 MiB (eight of the
- * default 256 KiB), so an operator's larger window does not starve streams.
+ * capped by its window): eight windows (8 MiB at the default window), and
+ * never less than 2 MiB. Up to 32 streams can then each hold the quarter
+ * window that prompts the receiver's WINDOW; beyond that, streams wait for
+ * the receiver's late advertisements (LATE_ADVERTISEMENT_MS) and bulk slows.
  */
 const RETAINED_BUDGET_WINDOWS = 8;
 const MIN_RETAINED_BUDGET_BYTES = 2 * 1024 * 1024;
