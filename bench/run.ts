@@ -31,7 +31,7 @@ import { resultStem, writeResults } from './lib/report.js';
 import { Results } from './lib/results.js';
 import { evaluateTargets } from './lib/targets.js';
 import { DirectPath } from './paths/direct.js';
-import { BEFORE_HOT_PATH_WORK, ReflectorPath, WINDOW_VARIANTS } from './paths/reflector.js';
+import { BEFORE_HOT_PATH_WORK, ReflectorPath, LIMIT_VARIANTS } from './paths/reflector.js';
 import { SshPath } from './paths/ssh.js';
 import type { BenchContext, BenchPath } from './paths/types.js';
 
@@ -66,7 +66,8 @@ npm run bench:smoke                  tiny sizes, 1 repetition, results in $TMPDI
 
   --reps N          repetitions per figure (default 3; smoke 1)
   --paths A,B       only these paths: direct, reflector, reflector-no-pacing-node-aead, reflector-nginx-tls, ssh-chacha20, ssh-aes128-gcm;
-                    on request only: reflector-window-512k, reflector-window-1024k, reflector-window-2048k (limits.windowBytes)
+                    on request only: reflector-window-256k, reflector-window-512k, reflector-window-2048k (limits.windowBytes),
+                    reflector-no-resume (limits.resumeWindowMs 0)
   --paths-only      skip the handshake and memory figures
   --figures A,B     only these figure groups: paths, handshakes, memory (default all; --paths-only = paths)
   --profile         node --cpu-prof on the reflector children (bulk, round trips, handshakes); writes <date>-profile.md
@@ -196,7 +197,7 @@ async function main(): Promise<number> {
       new SshPath('chacha20-poly1305@openssh.com'),
       new SshPath('aes128-gcm@openssh.com'),
       // Experiments, run only when named.
-      ...WINDOW_VARIANTS.filter((variant) => args.paths?.includes(variant.id ?? '')).map((variant) => new ReflectorPath(false, variant)),
+      ...LIMIT_VARIANTS.filter((variant) => args.paths?.includes(variant.id ?? '')).map((variant) => new ReflectorPath(false, variant)),
     ].filter((p) => args.paths === undefined || args.paths.includes(p.id));
     const active: ActivePath[] = [];
     for (const p of paths) {

@@ -6,6 +6,9 @@
 import { MAX_STREAM_OFFSET } from './constants.js';
 import { ErrorCode, ProtocolError } from './errors.js';
 
+/** Freed credit worth a WINDOW of its own, whatever the window (see ReceiveWindow.takeAdvertisement). */
+export const ADVERTISE_AFTER_BYTES = 128 * 1024;
+
 /** What this side may still send on a stream. */
 export class SendWindow {
   private sentBytes = 0;
@@ -103,12 +106,16 @@ export class ReceiveWindow {
   /**
    * The offset to advertise in a WINDOW frame, or undefined if the freed credit
    * is too small to be worth a frame yet. Waiting for a quarter of the window
-   * keeps WINDOW frames rare without ever letting the sender run dry.
+   * (or 128 KiB, if less) keeps WINDOW frames rare without ever letting the
+   * sender run dry. Not longer than 128 KiB: a sender keeps every
+   * unacknowledged byte for a resume, and with many streams at 1 MiB windows,
+   * bytes kept that long outlived young collections and drove V8 into full
+   * ones (16 streams: 4.9 against 3.5 CPU-s/GiB with nothing kept).
    */
   takeAdvertisement(force = false): number | undefined {
     const freed = this.consumedBytes - this.advertisedOffset;
     if (freed === 0) return undefined;
-    if (!force && freed < this.windowBytes / 4) return undefined;
+    if (!force && freed < Math.min(this.windowBytes / 4, ADVERTISE_AFTER_BYTES)) return undefined;
     this.advertisedOffset = this.consumedBytes;
     return this.advertisedOffset;
   }

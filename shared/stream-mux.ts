@@ -14,9 +14,9 @@ import { TunnelStream, type StreamHost } from './tunnel-stream.js';
 /**
  * Session-wide cap on DATA kept for a possible resume (each stream is also
  * capped by its window): eight windows (8 MiB at the default window), and
- * never less than 2 MiB. Up to 32 streams can then each hold the quarter
- * window that prompts the receiver's WINDOW; beyond that, streams wait for
- * the receiver's late advertisements (LATE_ADVERTISEMENT_MS) and bulk slows.
+ * never less than 2 MiB. Up to 64 streams can then each hold the 128 KiB
+ * that prompt the receiver's WINDOW at the default window; beyond that,
+ * streams also wait for its late advertisements (LATE_ADVERTISEMENT_MS).
  */
 const RETAINED_BUDGET_WINDOWS = 8;
 const MIN_RETAINED_BUDGET_BYTES = 2 * 1024 * 1024;

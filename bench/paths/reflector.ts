@@ -172,12 +172,15 @@ export const BEFORE_HOT_PATH_WORK: ReflectorVariant = {
   env: { REFLECTOR_GC_PACING: 'off' },
 };
 
-/** Flow-control windows other than the default 256 KiB: run only when `--paths` names them. */
-export const WINDOW_VARIANTS: ReflectorVariant[] = [512, 1024, 2048].map((kib) => ({
-  id: `reflector-window-${kib}k`,
-  label: `Reflector, limits.windowBytes ${kib} KiB`,
-  limits: { windowBytes: kib * 1024 },
-}));
+/** Experiments with the server's limits, run only when `--paths` names them. */
+export const LIMIT_VARIANTS: ReflectorVariant[] = [
+  ...[256, 512, 2048].map((kib) => ({
+    id: `reflector-window-${kib}k`,
+    label: `Reflector, limits.windowBytes ${kib} KiB`,
+    limits: { windowBytes: kib * 1024 },
+  })),
+  { id: 'reflector-no-resume', label: 'Reflector, limits.resumeWindowMs 0 (nothing kept for a resume)', limits: { resumeWindowMs: 0 } },
+];
 
 export class ReflectorPath implements BenchPath {
   readonly id: string;

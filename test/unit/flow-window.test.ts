@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CloseCode } from '../../shared/constants.js';
 import { ErrorCode, ProtocolError } from '../../shared/errors.js';
-import { ReceiveWindow, SendWindow } from '../../shared/flow-window.js';
+import { ADVERTISE_AFTER_BYTES, ReceiveWindow, SendWindow } from '../../shared/flow-window.js';
 
 function isFlowControlError(error: unknown): boolean {
   return error instanceof ProtocolError && error.code === ErrorCode.FLOW_CONTROL && error.closeCode === CloseCode.PROTOCOL_ERROR;
@@ -69,6 +69,15 @@ describe('ReceiveWindow', () => {
     window.markConsumed(1);
     assert.equal(window.takeAdvertisement(), 250);
     assert.equal(window.takeAdvertisement(), undefined);
+  });
+
+  it('advertises after 128 KiB however large the window', () => {
+    const window = new ReceiveWindow(4 * 1024 * 1024);
+    window.receive(ADVERTISE_AFTER_BYTES);
+    window.markConsumed(ADVERTISE_AFTER_BYTES - 1);
+    assert.equal(window.takeAdvertisement(), undefined);
+    window.markConsumed(1);
+    assert.equal(window.takeAdvertisement(), 128 * 1024);
   });
 
   it('advertises any freed credit when forced, and nothing when none was freed', () => {
