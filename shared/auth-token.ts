@@ -10,9 +10,9 @@
  * server's audit log sees it; jose's own errors never escape.
  */
 import { createHash, type KeyObject } from 'node:crypto';
-import { curve25519 } from './curve25519.js';
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import { AUTH_CLOCK_TOLERANCE_S, AUTH_JWT_MAX_LIFETIME_S, AUTH_JWT_TYPE, ED25519_SIGNATURE_BYTES, MLKEM768_CIPHERTEXT_BYTES, X25519_PUBLIC_KEY_BYTES } from './constants.js';
+import { curve25519 } from './curve25519.js';
 import { AuthError, ErrorCode } from './errors.js';
 import { AuthClaimsSchema, describeIssue } from './handshake-wire.js';
 import { decodeBase64UrlExact, isThumbprint, type Identity } from './keys.js';

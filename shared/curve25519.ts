@@ -95,6 +95,7 @@ const nodeCurve: Curve25519Backend = {
   },
 
   x25519(secretKey, peerPublicKey) {
+    checkLength('X25519 secret key', secretKey, CURVE25519_KEY_BYTES);
     checkLength('X25519 public key', peerPublicKey, CURVE25519_KEY_BYTES);
     try {
       return diffieHellman({ privateKey: x25519PrivateKeyObject(secretKey), publicKey: x25519PublicKeyObject(peerPublicKey) });

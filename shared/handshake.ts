@@ -15,9 +15,9 @@
 import { randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { badClaims, signAuthToken, verifyAuthToken } from './auth-token.js';
 import { CHALLENGE_BYTES, Label, MAX_HANDSHAKE_MESSAGE_BYTES, PROTOCOL_VERSION } from './constants.js';
+import { curve25519 } from './curve25519.js';
 import { ErrorCode, IdentityError, ProtocolError, ReflectorError } from './errors.js';
 import { AuthSchema, describeIssue, HelloSchema, isPlainObject, parseJsonMessage, WelcomeBodySchema, WelcomeSchema } from './handshake-wire.js';
-import { curve25519 } from './curve25519.js';
 import { deriveSessionKeys, type SessionKeys } from './key-schedule.js';
 import { publicIdentityFromX, type Identity, type PublicIdentity } from './keys.js';
 import { mlKem768 } from './ml-kem.js';

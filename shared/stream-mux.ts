@@ -89,6 +89,7 @@ export class StreamMux implements StreamHost {
     this.retainedBytes += delta;
     if (wasOver && this.retainedBytes <= this.retainedBudget) setImmediate(() => this.resume());
   }
+
   advertiseLater(stream: TunnelStream): void {
     if (this.destroyed) return;
     this.lateAdvertisements.add(stream);
