@@ -285,9 +285,17 @@ export class TunnelStream extends EventEmitter {
   /** Sends what credit and the WebSocket allow, then FIN if it was asked for. */
   private flush(): void {
     if (this.currentState !== 'open' && this.currentState !== 'half-closed-remote') return;
+    let acknowledged = false;
     while (this.pending.length > 0 && !this.host.congested) {
       const credit = this.sendWindow.available;
       if (credit <= 0) break;
+      if (!acknowledged) {
+        // Credit freed below the WINDOW threshold rides along with the DATA, in the same
+        // record, as TCP's acknowledgements ride on its segments: a request and its answer
+        // then need no WINDOW record of their own.
+        this.advertisePending();
+        acknowledged = true;
+      }
       const head = this.pending[0]!;
       const n = Math.min(head.length, credit, this.host.maxDataBytes);
       const chunk = n === head.length ? head : head.subarray(0, n);

@@ -116,6 +116,22 @@ describe('StreamMux (server)', () => {
     assert.deepEqual(sink.frames(), [{ type: 'WINDOW', streamId: 1, consumed: 310 }]);
   });
 
+  it('sends small freed credit along with the next DATA on the stream, in the same record', () => {
+    const { mux, sink, opened } = makeMux('server', { window: 1024 });
+    mux.receiveRecord(record({ type: 'OPEN', streamId: 1, service: 'smtp' }));
+    opened[0]!.accept();
+    mux.receiveRecord(record({ type: 'DATA', streamId: 1, data: Buffer.alloc(10) }));
+    opened[0]!.consumed(10);
+    opened[0]!.write(Buffer.from('250 OK'));
+    mux.flush();
+    assert.equal(sink.records.length, 1);
+    assert.deepEqual(sink.frames(), [
+      { type: 'OPEN_OK', streamId: 1 },
+      { type: 'WINDOW', streamId: 1, consumed: 10 },
+      { type: 'DATA', streamId: 1, data: Buffer.from('250 OK') },
+    ]);
+  });
+
   it('sends no late WINDOW for a stream that closed or a session that ended meanwhile', async () => {
     const { mux, sink, opened } = makeMux('server', { window: 1024 });
     for (const streamId of [1, 2]) {
