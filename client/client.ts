@@ -16,7 +16,7 @@ import type { Identity } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
 import type { SecureSession } from '../shared/secure-session.js';
 import type { TunnelStream } from '../shared/tunnel-stream.js';
-import { dialOptionsFor } from './dialer.js';
+import { cleartextUpgradeWarning, dialOptionsFor } from './dialer.js';
 import { checkKnownServer, checkPinnedServer, verifyKnownServer } from './known-servers.js';
 import { LocalListeners, type BoundListener } from './listeners.js';
 import { Backoff } from './reconnect.js';
@@ -121,6 +121,8 @@ export class ReflectorClient {
         `forwarding ${address.host}:${address.port} to service ${spec.service}`,
       );
     }
+    const cleartext = cleartextUpgradeWarning(new URL(this.options.url));
+    if (cleartext !== undefined) this.logger.warn({ event: 'transport.cleartext', url: this.options.url }, cleartext);
     const first = await this.attempt();
     if (first !== undefined && isFatal(first)) {
       await this.shutdown(first);

@@ -116,6 +116,20 @@ export function proxyFor(url: URL, options: Pick<DialOptions, 'proxy' | 'noProxy
   return new URL(options.proxy);
 }
 
+/**
+ * Why a ws:// URL deserves a warning, or undefined for wss:// and for this
+ * machine (loopback). Reflector's own encryption keeps the payload sealed
+ * either way; what crosses the network in clear is the upgrade request (path,
+ * headers, the replica cookie) and the traffic's sizes and timing.
+ */
+export function cleartextUpgradeWarning(url: URL): string | undefined {
+  if (url.protocol !== 'ws:') return undefined;
+  const { host } = targetOf(url);
+  const loopback = host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+  if (loopback) return undefined;
+  return `${url.host} is reached over ws://: the tunnel's content stays encrypted end to end, but the upgrade request (path, headers) and the traffic's sizes and timing cross the network in clear; use wss:// for anything but this machine`;
+}
+
 // ---------------------------------------------------------------- dialing
 
 function targetOf(url: URL): { host: string; port: number } {

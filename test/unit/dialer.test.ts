@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConnectError } from '../../client/connect-error.js';
-import { bypassesProxy, checkDialFiles, describeTlsError, dial, proxyCredentials, proxyFor } from '../../client/dialer.js';
+import { bypassesProxy, checkDialFiles, cleartextUpgradeWarning, describeTlsError, dial, proxyCredentials, proxyFor } from '../../client/dialer.js';
 import { ConfigError } from '../../shared/errors.js';
 import { unusedPort } from '../helpers/fixtures.js';
 
@@ -210,6 +210,22 @@ describe('dial', () => {
     } finally {
       target.close();
       proxy.close();
+    }
+  });
+});
+
+describe('cleartextUpgradeWarning', () => {
+  it('stays quiet for wss:// and for ws:// to this machine', () => {
+    for (const url of ['wss://gw.example.com/tunnel', 'ws://127.0.0.1:8080/tunnel', 'ws://127.8.9.10/tunnel', 'ws://localhost:8080/tunnel', 'ws://[::1]:8080/tunnel']) {
+      assert.equal(cleartextUpgradeWarning(new URL(url)), undefined, url);
+    }
+  });
+
+  it('names the host and what crosses in clear for ws:// to anywhere else', () => {
+    for (const url of ['ws://gw.example.com/tunnel', 'ws://10.0.0.5:8080/tunnel', 'ws://[2001:db8::1]/tunnel', 'ws://128.0.0.1/tunnel']) {
+      const warning = cleartextUpgradeWarning(new URL(url));
+      assert.ok(warning?.startsWith(`${new URL(url).host} is reached over ws://`), `${url}: ${warning}`);
+      assert.match(warning!, /use wss:\/\//);
     }
   });
 });
