@@ -14,7 +14,6 @@ import { after, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { ConnectError, ProxyAuthError } from '../../client/connect-error.js';
 import { createConnectionFor } from '../../client/dialer.js';
-import { NtlmFlag } from '../../client/ntlm.js';
 import { connectThroughProxy, type ProxyCredentials } from '../../client/proxy-connect.js';
 import {
   clientOptions,
@@ -27,6 +26,7 @@ import {
   startServer,
   waitConnected,
 } from '../helpers/fixtures.js';
+import { ntlmChallenge } from '../helpers/ntlm-challenge.js';
 
 /** What the fake proxy does with one request head: answer, tunnel, or say nothing. */
 type Reply = string | 'tunnel' | 'silent';
@@ -103,17 +103,7 @@ async function fakeProxy(reply: (connection: number, index: number) => Reply, tu
   return { url: new URL(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`), requests, closed: () => closed };
 }
 
-function challenge(): string {
-  const message = Buffer.alloc(48);
-  Buffer.from('NTLMSSP\0', 'latin1').copy(message);
-  message.writeUInt32LE(2, 8);
-  message.writeUInt32LE(48, 16);
-  message.writeUInt32LE(NtlmFlag.UNICODE | NtlmFlag.NTLM, 20);
-  Buffer.from('0123456789abcdef', 'hex').copy(message, 24);
-  return message.toString('base64');
-}
-
-const CHALLENGE_407 = `HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: NTLM ${challenge()}\r\nContent-Length: 5\r\n\r\ndeny.`;
+const CHALLENGE_407 = `HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: NTLM ${ntlmChallenge()}\r\nContent-Length: 5\r\n\r\ndeny.`;
 const NTLM: ProxyCredentials = { scheme: 'ntlm', user: 'alice', domain: 'CORP', password: 'pw' };
 const BASIC: ProxyCredentials = { scheme: 'basic', user: 'bob', password: 'pw' };
 
@@ -159,7 +149,7 @@ describe('connectThroughProxy: one deadline for the whole exchange', () => {
     {
       name: 'a 407 whose body never ends',
       credentials: NTLM,
-      reply: () => `HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: NTLM ${challenge()}\r\nContent-Length: 100\r\n\r\nonly part`,
+      reply: () => `HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: NTLM ${ntlmChallenge()}\r\nContent-Length: 100\r\n\r\nonly part`,
       step: 'the NTLM CONNECT (type 1)',
       verb: 'did not finish its answer to',
     },

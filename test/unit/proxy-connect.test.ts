@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import { ConnectError, ProxyAuthError } from '../../client/connect-error.js';
-import { NtlmFlag } from '../../client/ntlm.js';
 import { connectThroughProxy, offeredSchemes, type ProxyCredentials } from '../../client/proxy-connect.js';
 import { ErrorCode } from '../../shared/errors.js';
 import { unusedPort } from '../helpers/fixtures.js';
+import { ntlmChallenge } from '../helpers/ntlm-challenge.js';
 
 interface Request {
   line: string;
@@ -55,16 +55,6 @@ const TARGET = { host: 'gateway.example.com', port: 443 };
 
 function connect(proxy: URL, credentials?: ProxyCredentials, timeoutMs = 2_000): Promise<net.Socket> {
   return connectThroughProxy({ proxy, target: TARGET, timeoutMs, ...(credentials ? { credentials } : {}) });
-}
-
-function challenge(): string {
-  const message = Buffer.alloc(48);
-  Buffer.from('NTLMSSP\0', 'latin1').copy(message);
-  message.writeUInt32LE(2, 8);
-  message.writeUInt32LE(48, 16);
-  message.writeUInt32LE(NtlmFlag.UNICODE | NtlmFlag.NTLM, 20);
-  Buffer.from('0123456789abcdef', 'hex').copy(message, 24);
-  return message.toString('base64');
 }
 
 function readAvailable(socket: net.Socket, bytes: number): Promise<string> {
@@ -119,7 +109,7 @@ describe('connectThroughProxy', () => {
         assert.match(request.headers['proxy-authorization'] ?? '', /^NTLM TlRMTVNTUAAB/); // "NTLMSSP\0" + type 1
         const body = 'x'.repeat(3000);
         socket.write(
-          `HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: NTLM ${challenge()}\r\nProxy-Authenticate: Basic realm="r"\r\n` +
+          `HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: NTLM ${ntlmChallenge()}\r\nProxy-Authenticate: Basic realm="r"\r\n` +
             `Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n${(1000).toString(16)}\r\n${body.slice(0, 1000)}\r\n${(2000).toString(16)}\r\n${body.slice(1000)}\r\n0\r\n\r\n`,
         );
       } else {
@@ -138,7 +128,7 @@ describe('connectThroughProxy', () => {
 
   it('drains a Content-Length 407 body before sending Type 3', async () => {
     const proxy = await fakeProxy((_request, socket, index) => {
-      if (index === 0) socket.write(`HTTP/1.1 407 Auth\r\nProxy-Authenticate: NTLM ${challenge()}\r\nContent-Length: 11\r\n\r\nhello world`);
+      if (index === 0) socket.write(`HTTP/1.1 407 Auth\r\nProxy-Authenticate: NTLM ${ntlmChallenge()}\r\nContent-Length: 11\r\n\r\nhello world`);
       else socket.write('HTTP/1.1 200 OK\r\n\r\n');
     });
     const socket = await connect(proxy.url, { scheme: 'ntlm', user: 'alice', domain: '', password: 'pw' });
@@ -174,7 +164,7 @@ describe('connectThroughProxy', () => {
 
   it('407 after NTLM Type 3: the proxy refused DOMAIN\\user', async () => {
     const proxy = await fakeProxy((_request, socket, index) => {
-      const header = index === 0 ? `NTLM ${challenge()}` : 'NTLM';
+      const header = index === 0 ? `NTLM ${ntlmChallenge()}` : 'NTLM';
       socket.write(`HTTP/1.1 407 No\r\nProxy-Authenticate: ${header}\r\nContent-Length: 0\r\n\r\n`);
     });
     await assert.rejects(connect(proxy.url, { scheme: 'ntlm', user: 'alice', domain: 'CORP', password: 'pw' }), {
@@ -193,7 +183,7 @@ describe('connectThroughProxy', () => {
 
   it('an NTLM challenge on a connection the proxy closes cannot be answered', async () => {
     const proxy = await fakeProxy((_request, socket) =>
-      socket.write(`HTTP/1.1 407 No\r\nProxy-Authenticate: NTLM ${challenge()}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`),
+      socket.write(`HTTP/1.1 407 No\r\nProxy-Authenticate: NTLM ${ntlmChallenge()}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`),
     );
     await assert.rejects(connect(proxy.url, { scheme: 'ntlm', user: 'a', domain: '', password: 'b' }), {
       name: 'ConnectError',
